@@ -1,0 +1,1 @@
+"""DepCon deploy: the Pulumi components and tooling behind the project."""

@@ -1,0 +1,134 @@
+"""Run an Ansible playbook as a Pulumi resource, through ansible-runner.
+
+This is how the Pulumi program drives the host layer: each playbook run is a
+resource whose inputs include a hash of every file the run reads (playbook,
+roles, versions.yml, inventory). ``pulumi up`` re-runs the playbook exactly
+when that hash changes, and leaves it alone otherwise, so a second ``up``
+with nothing changed does no host work at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
+
+from infra.paths import repo_root
+
+
+def inputs_hash(paths: list[Path]) -> str:
+    """sha256 over the named files and every file under the named directories.
+
+    Relative names and contents both count, so a renamed or edited task file
+    changes the hash; order is canonical so the hash is stable.
+    """
+    root = repo_root()
+    digest = hashlib.sha256()
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(p for p in path.rglob("*") if p.is_file())
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"ansible input {path} does not exist")
+    for file in sorted(set(files)):
+        rel = file.relative_to(root) if file.is_relative_to(root) else file
+        digest.update(str(rel).encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class PlaybookArgs:
+    """Typed inputs of :class:`AnsiblePlaybook` (paths relative to the repo root)."""
+
+    playbook: str
+    inventory: str
+    extra_vars: dict[str, str]
+    inputs_hash: str
+
+
+class PlaybookError(RuntimeError):
+    pass
+
+
+def run_playbook(playbook: str, inventory: str, extra_vars: dict[str, str]) -> dict[str, Any]:
+    """Run one playbook to completion; return its per-host stats or raise."""
+    import ansible_runner  # noqa: PLC0415 -- heavy; imported only where a run happens
+
+    root = repo_root()
+    # ansible-playbook must be the .venv's, next to the interpreter running us.
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["ANSIBLE_CONFIG"] = str(root / "ansible.cfg")
+    with tempfile.TemporaryDirectory(prefix="depcon-ansible-") as private:
+        result = ansible_runner.run(
+            private_data_dir=private,
+            project_dir=str(root),
+            playbook=str(root / playbook),
+            inventory=str(root / inventory),
+            extravars=extra_vars,
+            envvars=env,
+            quiet=True,
+        )
+        failures = [
+            f"{ev['event_data'].get('host')}: {ev['event_data'].get('task')}: "
+            f"{ev['event_data'].get('res', {}).get('msg', '')}"
+            for ev in result.events
+            if ev.get("event") in ("runner_on_failed", "runner_on_unreachable")
+            and not ev["event_data"].get("ignore_errors")
+        ]
+        if result.rc != 0:
+            detail = "; ".join(failures) or f"status {result.status}"
+            raise PlaybookError(f"{playbook} failed (rc={result.rc}): {detail}")
+        stats: dict[str, Any] = result.stats or {}
+        return {
+            "ok": sum(stats.get("ok", {}).values()),
+            "changed": sum(stats.get("changed", {}).values()),
+            "hosts": sorted(stats.get("processed", {})),
+        }
+
+
+class _PlaybookProvider(ResourceProvider):
+    def _run(self, props: dict[str, Any]) -> dict[str, Any]:
+        stats = run_playbook(props["playbook"], props["inventory"], props["extra_vars"])
+        return {**props, "stats": stats}
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        out = self._run(props)
+        return CreateResult(
+            id_=hashlib.sha256(props["playbook"].encode()).hexdigest()[:16], outs=out
+        )
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        keys = ("playbook", "inventory", "extra_vars", "inputs_hash")
+        changed = [k for k in keys if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs=self._run(news))
+
+
+class AnsiblePlaybook(Resource):
+    """One playbook run; re-runs when any input file changes."""
+
+    stats: pulumi.Output[dict[str, Any]]
+
+    def __init__(
+        self, name: str, args: PlaybookArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        props = {
+            "playbook": args.playbook,
+            "inventory": args.inventory,
+            "extra_vars": args.extra_vars,
+            "inputs_hash": args.inputs_hash,
+            "stats": None,
+        }
+        super().__init__(_PlaybookProvider(), name, props, opts)

@@ -133,7 +133,7 @@ class KubernetesPin(GoModulePin):
 
     @property
     def minor(self) -> str:
-        """``1.36`` for ``v1.36.5``."""
+        """``1.2`` for ``v1.2.3``."""
         return ".".join(self.version[1:].split(".")[:2])
 
 

@@ -1,0 +1,25 @@
+"""Shared pytest setup: the repo root and a scratch copy of the config files."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from infra.paths import repo_root
+
+
+@pytest.fixture
+def root() -> Path:
+    return repo_root()
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Path:
+    """A directory laid out like the repo's config files, safe to corrupt."""
+    src = repo_root()
+    for name in ("versions.yml", "Pulumi.lab.yaml"):
+        shutil.copy(src / name, tmp_path / name)
+    shutil.copytree(src / "inventory", tmp_path / "inventory")
+    return tmp_path

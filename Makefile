@@ -1,0 +1,85 @@
+# DepCon deploy: the project's task runner. `make help` lists the targets.
+#
+# Every target runs scripts/setup first (idempotent, seconds when nothing is
+# to do), so each is a complete command on a fresh Debian 12 machine.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+# .venv/bin first: its python, ansible, pulumi helpers and the pinned Go.
+export PATH := $(VENV)/bin:$(PATH)
+export GOTOOLCHAIN := local
+
+# Go modules of the project (the kubelet patch package, when it lands).
+GO_MODULES := $(patsubst %/go.mod,%,$(shell find . -name go.mod -not -path './.venv/*' 2>/dev/null))
+SHELL_SCRIPTS := scripts/setup .ci/run
+YAML_DIRS := roles playbooks inventory versions.yml Pulumi.yaml Pulumi.lab.yaml .yamllint .ansible-lint
+BENCHES := $(patsubst infra/bench/%.py,bench-%,$(filter-out infra/bench/__init__.py,$(wildcard infra/bench/*.py)))
+
+.PHONY: help setup lab test lint test-unit test-go test-kernel test-integration bench engine lock
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
+
+setup: ## install everything the project needs (Debian packages, .venv, Go)
+	@bash scripts/setup
+
+lab: setup ## the main job: bring up the local lab and verify it; prints a stage table
+	@$(PY) -m infra.lab
+
+test: setup ## the full suite: lint, unit, Go, kernel VM and integration tests
+	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory test-unit
+	@$(MAKE) --no-print-directory test-go
+	@$(MAKE) --no-print-directory test-kernel
+	@$(MAKE) --no-print-directory test-integration
+	@echo "make test: all stages passed"
+
+lint: ## ruff, mypy --strict, yamllint, ansible-lint, shellcheck, gofmt/go vet, kernel style
+	@echo "== lint: ruff"; ruff check . && ruff format --check .
+	@echo "== lint: mypy --strict infra/"; mypy
+	@echo "== lint: yamllint"; yamllint --strict $(YAML_DIRS)
+	@echo "== lint: ansible-lint (production)"; ansible-lint --profile production playbooks roles
+	@echo "== lint: shellcheck"; shellcheck $(SHELL_SCRIPTS)
+	@echo "== lint: go"; \
+	if [ -z "$(GO_MODULES)" ]; then echo "no Go modules in the tree"; fi; \
+	for m in $(GO_MODULES); do \
+		out=$$(gofmt -l $$m); [ -z "$$out" ] || { echo "gofmt: $$out"; exit 1; }; \
+		(cd $$m && go vet ./...); done
+	@echo "== lint: kernel style"; \
+	if [ -f kernel_module/Makefile ]; then $(MAKE) --no-print-directory -C kernel_module check; \
+	else echo "no kernel module in the tree"; fi
+
+test-unit: ## unit tests (no external programs)
+	@echo "== test: unit"; $(PY) -m pytest -m unit tests
+
+test-go: ## go test -race of every Go module
+	@echo "== test: go"; \
+	if [ -z "$(GO_MODULES)" ]; then echo "no Go modules in the tree"; fi; \
+	for m in $(GO_MODULES); do (cd $$m && go test -race -count=1 ./...); done
+
+test-kernel: ## kernel module tests in a real kernel under qemu
+	@echo "== test: kernel"; \
+	if [ -d tests/kernel ]; then $(PY) -m pytest -m kernel tests; \
+	else echo "no kernel tests in the tree"; fi
+
+test-integration: ## integration tests (real Pulumi engine, Ansible)
+	@echo "== test: integration"; $(PY) -m pytest -m integration tests
+
+bench: setup ## every benchmark (make bench-<name>); reports under reports/bench/
+	@if [ -z "$(BENCHES)" ]; then echo "no benchmarks in the tree yet"; fi
+	@for b in $(BENCHES); do $(MAKE) --no-print-directory $$b; done
+
+bench-%: setup
+	@$(PY) -m infra.bench.$*
+
+engine: setup ## build (or reuse) the Pulumi CLI, language host and Kubernetes plugin
+	@$(PY) -m infra.pulumi_engine build
+
+lock: ## re-resolve requirements.lock from pyproject.toml (keeps existing pins)
+	@$(PY) -m uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+		--python-platform x86_64-unknown-linux-gnu --generate-hashes --no-header \
+		-o requirements.lock

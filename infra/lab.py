@@ -1,0 +1,191 @@
+"""`make lab`: bring up the local lab and verify it, stage by stage.
+
+Each stage is a function that really does its step and raises on failure.
+Stages whose code has not landed yet are listed as "not built yet" with the
+issue that builds them; they are never reported as passed. A stage after a
+failed one is "skipped". The table at the end is the job's result:
+
+    exit 0  every stage that exists ran and passed (the lab may be incomplete;
+            the last line says so)
+    exit 1  a stage failed
+    exit 3  --strict and some stage is not built yet
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.config import ConfigError, load_project
+from infra.paths import repo_root
+
+
+class StageError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    what: str
+    run: Callable[[LabContext], str] | None  # None: not built yet
+    issue: int
+
+
+@dataclass
+class LabContext:
+    stack: str
+    env: dict[str, str]
+
+
+def log(message: str) -> None:
+    print(f"[lab] {message}", flush=True)
+
+
+def _sh(ctx: LabContext, *argv: str, cwd: Path | None = None) -> str:
+    log("$ " + shlex.join(argv))
+    proc = subprocess.run(
+        argv,
+        cwd=cwd or repo_root(),
+        env=ctx.env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        check=False,
+    )
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.splitlines()[-25:])
+        raise StageError(f"{argv[0]} exited {proc.returncode}:\n{tail}")
+    return proc.stdout
+
+
+def stage_config(ctx: LabContext) -> str:
+    try:
+        cfg = load_project(ctx.stack)
+    except ConfigError as exc:
+        raise StageError(str(exc)) from exc
+    return (
+        f"kubernetes {cfg.versions.kubernetes.version}, "
+        f"{len(cfg.nodes)} nodes, SLO {cfg.slo_resource_name}"
+    )
+
+
+def stage_engine(ctx: LabContext) -> str:
+    """Build (or reuse) the Pulumi engine; put it on this job's PATH."""
+    py = sys.executable
+    _sh(ctx, py, "-m", "infra.pulumi_engine", "build")
+    exports = _sh(ctx, py, "-m", "infra.pulumi_engine", "env")
+    for line in exports.splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export ") :].partition("=")
+            ctx.env[key] = shlex.split(value)[0] if value else ""
+    return _sh(ctx, "pulumi", "version").strip()
+
+
+def stage_pulumi_up(ctx: LabContext) -> str:
+    """`pulumi up` of the stack with a local file backend (state under .lab/)."""
+    state = repo_root() / ".lab" / "pulumi-state"
+    state.mkdir(parents=True, exist_ok=True)
+    ctx.env.setdefault("PULUMI_BACKEND_URL", state.as_uri())
+    # The lab stack holds no secrets; an empty passphrase keeps it non-interactive.
+    ctx.env.setdefault("PULUMI_CONFIG_PASSPHRASE", "")
+    _sh(ctx, "pulumi", "stack", "select", "--create", ctx.stack, "--non-interactive")
+    _sh(
+        ctx,
+        "pulumi",
+        "up",
+        "--yes",
+        "--skip-preview",
+        "--non-interactive",
+        "--stack",
+        ctx.stack,
+        "--suppress-progress",
+    )
+    outputs = _sh(ctx, "pulumi", "stack", "output", "hostLayer", "--json", "--stack", ctx.stack)
+    return "host layer: " + " ".join(outputs.split())
+
+
+def _not_built(module: str) -> bool:
+    return importlib.util.find_spec(module) is None
+
+
+def stages() -> list[Stage]:
+    engine_built = not _not_built("infra.pulumi_engine")
+    return [
+        Stage("config", "validate versions, stack and inventory", stage_config, 2),
+        Stage(
+            "engine",
+            "locally built Pulumi CLI + plugins",
+            stage_engine if engine_built else None,
+            2,
+        ),
+        Stage(
+            "pulumi-up",
+            "pulumi up: host layer (controller preflight)",
+            stage_pulumi_up if engine_built else None,
+            2,
+        ),
+        Stage("vif-demo", "boot a VM, load vif, short SLO demo", None, 3),
+        Stage("artifacts", "Kubernetes bundle + patched kubelet", None, 4),
+        Stage("scheduler", "DepCon scheduler profile + SLO capacity", None, 5),
+        Stage("cluster", "lab VMs, kubeadm cluster, DepCon on it", None, 6),
+        Stage("verify", "netperf pods meet their SLOs", None, 6),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="depcon-lab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--stack", default="lab")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 3 unless every stage is built and passed"
+    )
+    args = parser.parse_args(argv)
+    ctx = LabContext(stack=args.stack, env=dict(os.environ))
+    rows: list[tuple[str, str, str]] = []
+    failed = False
+    for stage in stages():
+        if stage.run is None:
+            rows.append((stage.name, "not built yet", f"{stage.what} (issue {stage.issue})"))
+            continue
+        if failed:
+            rows.append((stage.name, "skipped", "an earlier stage failed"))
+            continue
+        log(f"stage {stage.name}: {stage.what}")
+        start = time.monotonic()
+        try:
+            detail = stage.run(ctx)
+        except StageError as exc:
+            failed = True
+            rows.append((stage.name, "FAILED", str(exc).splitlines()[0]))
+            print(f"[lab] stage {stage.name} failed:\n{exc}", file=sys.stderr)
+            continue
+        rows.append((stage.name, "passed", f"{detail} ({time.monotonic() - start:.1f} s)"))
+    print()
+    print(f"{'stage':<11} {'result':<14} detail")
+    for name, result, detail in rows:
+        print(f"{name:<11} {result:<14} {detail}")
+    passed = sum(r[1] == "passed" for r in rows)
+    missing = sum(r[1] == "not built yet" for r in rows)
+    print()
+    if failed:
+        print(f"lab: FAILED ({passed} passed)")
+        return 1
+    if missing:
+        print(f"lab: {passed} stages passed, {missing} not built yet: the lab is NOT complete")
+        return 3 if args.strict else 0
+    print(f"lab: all {passed} stages passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

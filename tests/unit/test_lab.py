@@ -1,0 +1,74 @@
+"""infra/lab.py: the stage table never reports a stage that did not run as passed."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra import lab
+
+pytestmark = pytest.mark.unit
+
+
+def ok(_ctx: lab.LabContext) -> str:
+    return "fine"
+
+
+def boom(_ctx: lab.LabContext) -> str:
+    raise lab.StageError("disk on fire\nmore detail")
+
+
+def table(capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    out = capsys.readouterr().out
+    rows = {}
+    for line in out.splitlines():
+        parts = line.split(maxsplit=1)
+        if len(parts) == 2 and parts[0] in {"a", "b", "c", "d"}:
+            rows[parts[0]] = parts[1]
+    return rows
+
+
+def test_failure_skips_later_stages(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(
+        lab,
+        "stages",
+        lambda: [
+            lab.Stage("a", "first", ok, 2),
+            lab.Stage("b", "second", boom, 2),
+            lab.Stage("c", "third", ok, 2),
+            lab.Stage("d", "fourth", None, 9),
+        ],
+    )
+    assert lab.main([]) == 1
+    rows = table(capsys)
+    assert rows["a"].startswith("passed")
+    assert rows["b"].startswith("FAILED") and "disk on fire" in rows["b"]
+    assert rows["c"].startswith("skipped")
+    assert rows["d"].startswith("not built yet") and "issue 9" in rows["d"]
+
+
+def test_unbuilt_stages_are_reported_not_passed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(
+        lab, "stages", lambda: [lab.Stage("a", "first", ok, 2), lab.Stage("b", "second", None, 3)]
+    )
+    assert lab.main([]) == 0
+    out = capsys.readouterr().out
+    assert "NOT complete" in out
+    assert lab.main(["--strict"]) == 3
+
+
+def test_all_built_and_passed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(lab, "stages", lambda: [lab.Stage("a", "first", ok, 2)])
+    assert lab.main(["--strict"]) == 0
+    assert "all 1 stages passed" in capsys.readouterr().out
+
+
+def test_config_stage_reports_bad_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = lab.LabContext(stack="no-such-stack", env={})
+    with pytest.raises(lab.StageError, match=r"Pulumi\.no-such-stack\.yaml: file not found"):
+        lab.stage_config(ctx)

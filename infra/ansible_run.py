@@ -55,6 +55,9 @@ class PlaybookArgs:
     inputs_hash: str
 
 
+_FAILURE_EVENTS = ("runner_item_on_failed", "runner_on_failed", "runner_on_unreachable")
+
+
 class PlaybookError(RuntimeError):
     pass
 
@@ -78,12 +81,13 @@ def run_playbook(playbook: str, inventory: str, extra_vars: dict[str, str]) -> d
             envvars=env,
             quiet=True,
         )
+        # Loop items fail one by one (runner_item_on_failed) under a task-level
+        # "One or more items failed"; the item messages are the useful ones.
         failures = [
             f"{ev['event_data'].get('host')}: {ev['event_data'].get('task')}: "
             f"{ev['event_data'].get('res', {}).get('msg', '')}"
             for ev in result.events
-            if ev.get("event") in ("runner_on_failed", "runner_on_unreachable")
-            and not ev["event_data"].get("ignore_errors")
+            if ev.get("event") in _FAILURE_EVENTS and not ev["event_data"].get("ignore_errors")
         ]
         if result.rc != 0:
             detail = "; ".join(failures) or f"status {result.status}"

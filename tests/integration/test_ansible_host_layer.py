@@ -1,0 +1,75 @@
+"""The host layer's real path: ansible-runner running the project's playbooks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from infra.ansible_run import PlaybookError, run_playbook
+from infra.config import load_versions
+
+pytestmark = pytest.mark.integration
+
+
+def test_preflight_passes_on_a_set_up_controller() -> None:
+    stats = run_playbook("playbooks/preflight.yml", "inventory/lab/hosts.yml", {})
+    assert stats["hosts"] == ["localhost"]
+    assert stats["ok"] >= 8
+    assert stats["changed"] == 0  # a check changes nothing
+
+
+def test_preflight_names_what_is_missing() -> None:
+    with pytest.raises(PlaybookError, match="no-such-tool-xyz is not on PATH; run scripts/setup"):
+        run_playbook(
+            "playbooks/preflight.yml",
+            "inventory/lab/hosts.yml",
+            {"controller_preflight_programs": '["sh", "no-such-tool-xyz"]'},
+        )
+
+
+def test_bad_role_variable_fails_before_any_task() -> None:
+    # argument_specs: a string where a bool belongs is refused up front.
+    with pytest.raises(PlaybookError, match="controller_preflight_go"):
+        run_playbook(
+            "playbooks/preflight.yml",
+            "inventory/lab/hosts.yml",
+            {"controller_preflight_go": "perhaps"},
+        )
+
+
+def test_ansible_reads_the_same_versions_as_python(tmp_path: Path, root: Path) -> None:
+    dump = tmp_path / "versions.json"
+    book = root / "playbooks" / ".dump-versions-test.yml"
+    book.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "Dump versions",
+                    "hosts": "controller",
+                    "gather_facts": False,
+                    "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+                    "roles": ["depcon_versions"],
+                    "tasks": [
+                        {
+                            "name": "Write them",
+                            "ansible.builtin.copy": {
+                                "content": "{{ depcon_versions | to_json }}",
+                                "dest": str(dump),
+                                "mode": "0644",
+                            },
+                        }
+                    ],
+                }
+            ]
+        )
+    )
+    try:
+        run_playbook(str(book.relative_to(root)), "inventory/lab/hosts.yml", {})
+    finally:
+        book.unlink()
+    seen = json.loads(dump.read_text())
+    assert seen == yaml.safe_load((root / "versions.yml").read_text())
+    assert seen["kubernetes"]["version"] == load_versions().kubernetes.version

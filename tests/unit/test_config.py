@@ -169,8 +169,18 @@ def test_valid_extended_resource_names(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["cpu", "/SLO", "example.com/", "example.com/-SLO", "EXAMPLE.com/SLO", "kubernetes.io/SLO",
-     "x.kubernetes.io/SLO", "example.com/a/b", "exa_mple.com/SLO", "example.com/" + "s" * 64],
+    [
+        "cpu",
+        "/SLO",
+        "example.com/",
+        "example.com/-SLO",
+        "EXAMPLE.com/SLO",
+        "kubernetes.io/SLO",
+        "x.kubernetes.io/SLO",
+        "example.com/a/b",
+        "exa_mple.com/SLO",
+        "example.com/" + "s" * 64,
+    ],
 )
 def test_invalid_extended_resource_names(name: str) -> None:
     with pytest.raises(ValueError):
@@ -180,14 +190,25 @@ def test_invalid_extended_resource_names(name: str) -> None:
 def test_versions_live_only_in_versions_yml(root: Path) -> None:
     """No second copy: pinned version strings appear in no other tracked source file."""
     v = load_versions()
-    pins = [v.kubernetes.version[1:], v.etcd.version[1:], v.containerd.version[1:],
-            v.primary_kernel.abi, v.go.version, v.netperf.version]
+    pins = [
+        v.kubernetes.version[1:],
+        v.etcd.version[1:],
+        v.containerd.version[1:],
+        v.primary_kernel.abi,
+        v.go.version,
+        v.netperf.version,
+    ]
     suffixes = {".py", ".yml", ".yaml", ".go", ".c", ".h", ".j2", ".cfg", ".toml", ".mod"}
     offenders = []
     for path in root.rglob("*"):
         rel = path.relative_to(root)
-        if (not path.is_file() or path.suffix not in suffixes or rel.parts[0].startswith(".")
-                or rel == Path("versions.yml") or rel.parts[0] in ("tests", "docs")):
+        if (
+            not path.is_file()
+            or path.suffix not in suffixes
+            or rel.parts[0].startswith(".")
+            or rel == Path("versions.yml")
+            or rel.parts[0] in ("tests", "docs")
+        ):
             continue
         text = path.read_text(errors="replace")
         offenders += [f"{rel}: {pin}" for pin in pins if re.search(re.escape(pin), text)]

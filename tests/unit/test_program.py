@@ -56,17 +56,25 @@ def test_program_composes_host_layer() -> Any:
         assert [r.inputs["playbook"] for r in runs] == ["playbooks/preflight.yml"]
         assert runs[0].inputs["inventory"] == "inventory/lab/hosts.yml"
         root = repo_root()
-        expected = inputs_hash([
-            root / "playbooks/preflight.yml", root / "roles", root / "versions.yml",
-            root / "ansible.cfg", root / "inventory/lab/hosts.yml"])
+        expected = inputs_hash(
+            [
+                root / "playbooks/preflight.yml",
+                root / "roles",
+                root / "versions.yml",
+                root / "ansible.cfg",
+                root / "inventory/lab/hosts.yml",
+            ]
+        )
         assert runs[0].inputs["inputs_hash"] == expected
         assert stats == [{"ok": 9, "changed": 0, "hosts": ["localhost"]}]
         assert version == program.config.versions.kubernetes.version
         assert slo == "example.com/SLO"
 
     return pulumi.Output.all(
-        program.host.stats, pulumi.Output.from_input(program.config.versions.kubernetes.version),
-        pulumi.Output.from_input(program.config.slo_resource_name)).apply(check)
+        program.host.stats,
+        pulumi.Output.from_input(program.config.versions.kubernetes.version),
+        pulumi.Output.from_input(program.config.slo_resource_name),
+    ).apply(check)
 
 
 def test_inputs_hash_follows_content(tmp_path: Path) -> None:

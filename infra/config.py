@@ -238,6 +238,44 @@ class SloPin:
 
 
 @dataclass(frozen=True)
+class PulumiSdkSums:
+    """go.sum hashes of the CLI's modules for one pulumi SDK version."""
+
+    pkg_sum: str
+    sdk_sum: str
+
+    def __post_init__(self) -> None:
+        for name in ("pkg_sum", "sdk_sum"):
+            _check(bool(_GO_SUM.match(getattr(self, name))), f"{name} must be a go.sum 'h1:' hash")
+
+
+@dataclass(frozen=True)
+class PulumiKubernetesSums:
+    """The provider's module (a pseudo-version) and its SDK for one pulumi-kubernetes version."""
+
+    provider_version: str
+    provider_sum: str
+    sdk_version: str
+    sdk_sum: str
+    sdk_gomod_sum: str
+
+    def __post_init__(self) -> None:
+        for name in ("provider_sum", "sdk_sum", "sdk_gomod_sum"):
+            _check(bool(_GO_SUM.match(getattr(self, name))), f"{name} must be a go.sum 'h1:' hash")
+
+
+@dataclass(frozen=True)
+class PulumiEngineTable:
+    """Checksums for the locally built Pulumi engine, keyed by locked SDK version.
+
+    The versions themselves come from requirements.lock (infra/pulumi_engine.py).
+    """
+
+    pulumi: dict[str, PulumiSdkSums]
+    pulumi_kubernetes: dict[str, PulumiKubernetesSums]
+
+
+@dataclass(frozen=True)
 class Versions:
     schema: Literal[1]
     kubernetes: KubernetesPin
@@ -251,9 +289,7 @@ class Versions:
     kernels: list[KernelPin]
     go: GoPin
     slo: SloPin
-    # Checksum table for the locally built Pulumi engine, keyed by SDK version
-    # (infra/pulumi_engine.py owns its shape and checks it).
-    pulumi_engine: dict[str, dict[str, str]] = field(default_factory=dict)
+    pulumi_engine: PulumiEngineTable
 
     def __post_init__(self) -> None:
         primaries = [k.name for k in self.kernels if k.primary]

@@ -1,0 +1,108 @@
+"""The DepCon kubelet patch series against the pinned k8s.io/kubernetes source.
+
+Real module from the Go module proxy (verified against versions.yml), real
+``git apply`` on a copy of it. Compiling the patched kubelet is the bundle
+build's job (issue 4, part 1), not this test's.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from infra.config import load_versions
+from infra.kubelet_patch import (
+    KubernetesSource,
+    PatchError,
+    apply_series,
+    check_series,
+    download_kubernetes,
+    go_module_h1,
+    package_drift,
+    series,
+)
+from infra.paths import repo_root
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def source() -> KubernetesSource:
+    pin = load_versions().kubernetes
+    return download_kubernetes(pin.version, pin.module_sum)
+
+
+def test_module_is_the_pinned_one(source: KubernetesSource) -> None:
+    pin = load_versions().kubernetes
+    assert source.version == pin.version
+    assert go_module_h1(source.zip) == pin.module_sum
+
+
+def test_series_applies_cleanly_to_pinned_version(source: KubernetesSource) -> None:
+    names = check_series(source.dir)
+    assert [n[:4] for n in names] == [f"{i:04d}" for i in range(1, len(names) + 1)]
+    assert len(names) >= 2
+
+
+def test_each_patch_says_why() -> None:
+    patches = series()
+    for i, patch in enumerate(patches, start=1):
+        text = patch.read_text()
+        subject = re.search(r"^Subject: \[PATCH (\d+)/(\d+)\] (.+)$", text, re.MULTILINE)
+        assert subject, f"{patch.name}: no git format-patch Subject line"
+        assert (int(subject[1]), int(subject[2])) == (i, len(patches)), patch.name
+        message = text.split("\n\n", 1)[1].split("\n---\n", 1)[0]
+        assert len(message.split()) >= 20, f"{patch.name}: the message does not say why"
+
+
+def test_0001_is_the_package(tmp_path: Path) -> None:
+    assert package_drift() == [], "regenerate 0001 from kubelet_patch/depcon (README)"
+
+    # And a change to the package is noticed.
+    pkg = tmp_path / "depcon"
+    shutil.copytree(repo_root() / "kubelet_patch" / "depcon", pkg)
+    (pkg / "spec.go").write_text((pkg / "spec.go").read_text() + "\n// changed\n")
+    assert package_drift(package=pkg) == ["spec.go"]
+
+
+def test_patched_tree_wires_the_package(source: KubernetesSource, tmp_path: Path) -> None:
+    tree = tmp_path / "kubernetes"
+    apply_series(source.dir, tree)
+    kubelet = tree / "pkg" / "kubelet"
+    assert (kubelet / "depcon" / "manager.go").read_text() == (
+        repo_root() / "kubelet_patch" / "depcon" / "manager.go"
+    ).read_text()
+    container = (kubelet / "kuberuntime" / "kuberuntime_container.go").read_text()
+    assert "m.depcon.ContainerStarted(" in container
+    assert "m.depcon.ContainerStopped(" in container
+    assert "kl.resyncDepcon(ctx, allPods)" in (kubelet / "kubelet_pods.go").read_text()
+    # The module cache copy is untouched.
+    assert not (source.dir / "pkg" / "kubelet" / "depcon").exists()
+
+
+def test_a_patch_that_does_not_apply_is_named(source: KubernetesSource, tmp_path: Path) -> None:
+    broken = tmp_path / "0001-broken.patch"
+    text = series()[1].read_text()
+    broken.write_text(
+        text.replace(
+            "podInitContainerTimeRecorder: podInitContainerTimeRecorder,", "no such line", 1
+        )
+    )
+    with pytest.raises(PatchError, match=re.escape("0001-broken.patch does not apply")):
+        check_series(source.dir, [broken])
+
+
+def test_unfetchable_version_names_the_module() -> None:
+    pin = load_versions().kubernetes
+    with pytest.raises(PatchError, match=re.escape("k8s.io/kubernetes@v1.36.999")):
+        download_kubernetes("v1.36.999", pin.module_sum)
+
+
+def test_hash_mismatch_is_refused() -> None:
+    pin = load_versions().kubernetes
+    wrong = "h1:" + "A" * 43 + "="
+    with pytest.raises(PatchError, match=re.escape("does not match kubernetes.module_sum")):
+        download_kubernetes(pin.version, wrong)

@@ -12,6 +12,7 @@ Command line::
 
     python -m infra.kubelet_patch check            # the series applies cleanly
     python -m infra.kubelet_patch apply DEST       # full patched tree in DEST
+    python -m infra.kubelet_patch refresh          # rewrite 0001 from kubelet_patch/depcon
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "package_drift",
     "patch_files",
     "patches_dir",
+    "refresh_series",
     "series",
     "touched_paths",
 ]
@@ -239,15 +241,84 @@ def check_series(source: Path, patches: list[Path] | None = None) -> list[str]:
     return [p.name for p in patches]
 
 
+# Fixed commit metadata, so re-exporting an unchanged series changes no byte.
+_GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "DepCon deploy",
+    "GIT_AUTHOR_EMAIL": "depcon@example.com",
+    "GIT_AUTHOR_DATE": "2026-11-23T00:00:00Z",
+    "GIT_COMMITTER_NAME": "DepCon deploy",
+    "GIT_COMMITTER_EMAIL": "depcon@example.com",
+    "GIT_COMMITTER_DATE": "2026-11-23T00:00:00Z",
+}
+
+
+def _git(tree: Path, *args: str) -> str:
+    env = dict(os.environ, **_GIT_IDENTITY)
+    proc = subprocess.run(
+        ["git", *args], cwd=tree, env=env, capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise PatchError(f"git {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def refresh_series(
+    source: Path, patches: list[Path] | None = None, package: Path | None = None
+) -> list[Path]:
+    """Rewrite 0001 so it carries the current ``kubelet_patch/depcon`` Go files.
+
+    Replays the series with ``git am`` on a copy of the files it touches,
+    replaces the package in the first commit, resets every commit's author and
+    date to a fixed identity and exports the series again with ``git
+    format-patch``: messages and code are kept, so re-running it on an
+    up-to-date series changes no byte. Returns the new files.
+    """
+    patches = patches or series()
+    package = package or repo_root() / "kubelet_patch" / "depcon"
+    touched = sorted({path for p in patches for path in touched_paths(p)})
+    with tempfile.TemporaryDirectory(prefix="kubelet-patch-") as tmp:
+        tree = Path(tmp) / "tree"
+        _copy_writable(source, tree, touched)
+        _git(tree, "init", "-q")
+        _git(tree, "add", "-A")
+        _git(tree, "commit", "-q", "--allow-empty", "-m", "base")
+        _git(tree, "tag", "base")
+        for i, patch in enumerate(patches):
+            _git(tree, "am", "-q", str(patch.resolve()))
+            if i == 0:
+                in_tree = tree / _DEPCON_IN_TREE
+                for old in in_tree.glob("*.go"):
+                    old.unlink()
+                for new in sorted(package.glob("*.go")):
+                    shutil.copy2(new, in_tree / new.name)
+                _git(tree, "add", "-A", _DEPCON_IN_TREE)
+            _git(tree, "commit", "-q", "--amend", "--no-edit", "--reset-author", "--allow-empty")
+        out = Path(tmp) / "out"
+        _git(tree, "format-patch", "-q", "--no-signature", "--zero-commit", "-o", str(out), "base")
+        directory = patches[0].parent
+        for patch in patches:
+            patch.unlink()
+        written = []
+        for new_patch in sorted(out.iterdir()):
+            shutil.copy2(new_patch, directory / new_patch.name)
+            written.append(directory / new_patch.name)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.kubelet_patch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("check", help="check that the series applies to the pinned Kubernetes")
     apply = sub.add_parser("apply", help="write the patched Kubernetes tree to DEST")
     apply.add_argument("dest", type=Path)
+    sub.add_parser("refresh", help="rewrite 0001 from kubelet_patch/depcon")
     args = parser.parse_args(argv)
     try:
         src = download_kubernetes()
+        if args.command == "refresh":
+            written = refresh_series(src.dir)
+            print(f"rewrote {len(written)} patches in {patches_dir()}")
+            return 0
         drift = package_drift()
         if drift:
             raise PatchError(

@@ -22,6 +22,7 @@ from infra.kubelet_patch import (
     download_kubernetes,
     go_module_h1,
     package_drift,
+    refresh_series,
     series,
 )
 from infra.paths import repo_root
@@ -106,3 +107,16 @@ def test_hash_mismatch_is_refused() -> None:
     wrong = "h1:" + "A" * 43 + "="
     with pytest.raises(PatchError, match=re.escape("does not match kubernetes.module_sum")):
         download_kubernetes(pin.version, wrong)
+
+
+def test_refresh_of_an_up_to_date_series_changes_nothing(
+    source: KubernetesSource, tmp_path: Path
+) -> None:
+    copies = []
+    for patch in series():
+        shutil.copy2(patch, tmp_path / patch.name)
+        copies.append(tmp_path / patch.name)
+    written = refresh_series(source.dir, copies)
+    assert [p.name for p in written] == [p.name for p in series()]
+    for new, old in zip(written, series(), strict=True):
+        assert new.read_bytes() == old.read_bytes(), new.name

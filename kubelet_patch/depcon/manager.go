@@ -178,13 +178,11 @@ func (m *Manager) ContainerStarted(ctx context.Context, pod *v1.Pod, c *v1.Conta
 		return
 	}
 
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	slots, present := m.slots(logger)
-	if !present {
+	if !m.modulePresent(logger) {
 		return
 	}
-	m.load(logger)
+	// The PID lookup is a CRI call: made without the lock, so a slow runtime
+	// does not hold up other containers' registrations and releases.
 	p, err := pid()
 	if err == nil && p <= 0 {
 		err = fmt.Errorf("runtime reported PID %d", p)
@@ -194,6 +192,14 @@ func (m *Manager) ContainerStarted(ctx context.Context, pod *v1.Pod, c *v1.Conta
 		m.event(pod, v1.EventTypeWarning, ReasonRegisterFailed, "Container %s runs without network SLO control: no PID: %v", c.Name, err)
 		return
 	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	slots, present := m.slots(logger)
+	if !present {
+		return
+	}
+	m.load(logger)
 	m.prune(logger)
 	m.register(logger, pod, c, containerID, p, spec, slots)
 	m.save(logger)
@@ -380,6 +386,14 @@ func (m *Manager) prune(logger klog.Logger) {
 			delete(m.owned, id)
 		}
 	}
+}
+
+// modulePresent reports whether the procfs root exists (logging changes once).
+func (m *Manager) modulePresent(logger klog.Logger) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, present := m.slots(logger)
+	return present
 }
 
 // slots lists the vifN slot names in numeric order, and reports whether the

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 )
@@ -512,5 +513,29 @@ func TestOSFSWriteFile(t *testing.T) {
 	}
 	if err := (OSFS{}).WriteFile(filepath.Join(dir, "missing"), []byte("1")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("writing a missing file: %v, want not-exist (never create)", err)
+	}
+}
+
+func TestPIDLookupDoesNotHoldTheLock(t *testing.T) {
+	root := newProcfs(t, 2)
+	m := NewManager(Options{ProcfsRoot: root, FS: newModuleFS(root)})
+	pod := sloPod("p", "500", "", nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// A stop of another container while the runtime answers the PID
+		// lookup; with the lock held during the lookup this deadlocks.
+		m.ContainerStarted(context.Background(), pod, &pod.Spec.Containers[0], "c", func() (int, error) {
+			m.ContainerStopped(context.Background(), "other")
+			return 5, nil
+		})
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ContainerStarted holds the lock while looking up the PID")
+	}
+	if got := readSlot(t, root, "vif1", "pid"); got != 5 {
+		t.Errorf("vif1 pid = %d, want 5", got)
 	}
 }

@@ -90,8 +90,9 @@ struct vif_slot {
 	u64 last_usage_us;
 	u64 last_throttled;
 	u64 bw_kbps;			/* last period */
-	u64 bw_smooth_kbps;		/* EWMA, alpha 1/2 */
+	u64 bw_smooth_kbps;		/* EWMA, alpha 1/4 */
 	u64 cpu_ppm;			/* CPU used last period */
+	u64 cpu_smooth_ppm;		/* EWMA, alpha 1/4 */
 	u64 need_ppm;			/* CPU wanted for the target */
 	u64 alloc_ppm;			/* CPU granted after sharing */
 	u64 throttled;			/* throttled CFS periods since claim */

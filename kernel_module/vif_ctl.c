@@ -9,17 +9,16 @@
  *  1. releases the slot if its process has exited (restoring the quota);
  *  2. samples the bytes of the slot's network namespace and the CPU time of
  *     its cgroup over the elapsed time: bandwidth B (kbps) and CPU U (ppm
- *     of one CPU);
+ *     of one CPU), both smoothed (EWMA, alpha 1/4) against sampling noise;
  *  3. decides the CPU it needs for its target T = max(goal, min_credit x
  *     link_mbps / 100). A CPU-bound sender's bandwidth is proportional to
- *     its CPU, so the estimate is E = U x T' / B with T' = T x (1 + tol/200),
- *     the middle of the hysteresis band [T, T x (1 + tol/100)]. Inside the
- *     band (judged on the smoothed bandwidth) the quota holds. Below it the
- *     quota moves half-way up to E, or grows by a quarter when the sender
- *     does not even use its quota (so a network-bound sender ends at the
- *     ceiling and is reported unreachable). Above it the quota moves
- *     half-way from the CPU actually used down to E. Half steps damp the
- *     noise of one period's sample.
+ *     its CPU, so the estimate is E = C x T' / B with T' = T x (1 + tol/200),
+ *     the middle of the hysteresis band [T, T x (1 + tol/100)], and C the
+ *     quota when the cgroup uses at least 80% of it, else the CPU it used.
+ *     Inside the band the quota holds. Outside it the quota moves half-way
+ *     to E, by at most -25% / +50% per period. Below the band with the
+ *     quota not even used, it grows by a quarter per period (so a
+ *     network-bound sender ends at the ceiling and is reported unreachable).
  *
  * Then the needs of all slots are granted from the online CPUs: in full
  * when they fit, else by weighted max-min fairness (a slot never gets more
@@ -61,6 +60,12 @@ static bool vif_ctl_task_gone(struct vif_slot *slot)
 	return gone;
 }
 
+/* Exponentially weighted moving average, alpha 1/4. */
+static u64 vif_ewma(u64 avg, u64 sample)
+{
+	return avg - avg / 4 + sample / 4;
+}
+
 static void vif_ctl_sample(struct vif_slot *slot, ktime_t now)
 {
 	u64 bytes, usage, throttled;
@@ -80,11 +85,15 @@ static void vif_ctl_sample(struct vif_slot *slot, ktime_t now)
 		slot->cpu_ppm = div64_u64((usage - slot->last_usage_us) *
 					  VIF_PPM, dt_us);
 		slot->throttled += throttled - slot->last_throttled;
-		if (slot->samples > 1)
-			slot->bw_smooth_kbps = (slot->bw_smooth_kbps +
-						slot->bw_kbps) / 2;
-		else
+		if (slot->samples > 1) {
+			slot->bw_smooth_kbps = vif_ewma(slot->bw_smooth_kbps,
+							slot->bw_kbps);
+			slot->cpu_smooth_ppm = vif_ewma(slot->cpu_smooth_ppm,
+							slot->cpu_ppm);
+		} else {
 			slot->bw_smooth_kbps = slot->bw_kbps;
+			slot->cpu_smooth_ppm = slot->cpu_ppm;
+		}
 		if (slot->samples < 2)
 			slot->samples++;
 	} else {
@@ -108,13 +117,15 @@ static void vif_ctl_decide(struct vif_slot *slot, u64 cap_ppm)
 {
 	u64 target = (u64)vif_slot_target_mbps(slot) * 1000;
 	u64 quota = vif_ctl_quota_ppm(slot, cap_ppm);
+	u64 bw = slot->bw_smooth_kbps, cpu = slot->cpu_smooth_ppm;
 	u64 min_ppm, hi, aim, est, base, need;
+	bool bound;
 
 	slot->active = false;
 	slot->need_ppm = 0;
 	slot->alloc_ppm = 0;
 
-	if (!target || slot->samples < 2 || !slot->bw_kbps || !slot->cpu_ppm) {
+	if (!target || slot->samples < 2 || !bw || !cpu) {
 		slot->state = VIF_IDLE;
 		if (!target && slot->controlled && !vif_cg_restore(&slot->cg))
 			slot->controlled = false;
@@ -123,21 +134,27 @@ static void vif_ctl_decide(struct vif_slot *slot, u64 cap_ppm)
 
 	hi = div_u64(target * (100 + vif_tol_pct), 100);
 	aim = div_u64(target * (200 + vif_tol_pct), 200);
-	est = div64_u64(slot->cpu_ppm * aim, slot->bw_kbps);
+	/*
+	 * The quota binds when the cgroup uses most of it; then the quota
+	 * itself is the steadier measure of the CPU that produced B.
+	 */
+	bound = slot->cg.quota_us != VIF_QUOTA_MAX && cpu * 5 >= quota * 4;
+	base = bound ? quota : cpu;
+	est = div64_u64(base * aim, bw);
 
-	if (slot->bw_smooth_kbps < target) {
-		if (est > quota)
-			need = quota + (est - quota) / 2;
-		else
-			need = quota + quota / 4;
+	if (bw < target && !bound) {
+		/* Not CPU-bound at this quota: probe upwards. */
+		need = quota + quota / 4;
 		slot->state = VIF_CONVERGING;
-	} else if (slot->bw_smooth_kbps > hi) {
-		base = min(quota, slot->cpu_ppm);
-		need = est < base ? base - (base - est) / 2 : base;
+	} else if (bw < target || bw > hi) {
+		/* Half-way to the estimate, at most -25% / +50% per period. */
+		need = est > base ? base + (est - base) / 2 :
+				    base - (base - est) / 2;
+		need = clamp(need, base - base / 4, base + base / 2);
 		slot->state = VIF_CONVERGING;
 	} else {
 		/* In the band: hold, unless still unlimited. */
-		need = slot->cg.quota_us == VIF_QUOTA_MAX ? est : quota;
+		need = bound ? quota : est;
 		slot->state = VIF_MET;
 	}
 

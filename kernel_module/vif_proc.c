@@ -38,12 +38,12 @@ static int vif_parse_uint(const char __user *ubuf, size_t count,
 	return 0;
 }
 
-/* Prints a kbps value as Mbps with one decimal. */
-static void vif_seq_mbps(struct seq_file *m, const char *key, u64 kbps)
+/* Prints @prefix and a kbps value as Mbps with one decimal. */
+static void vif_seq_mbps(struct seq_file *m, const char *prefix, u64 kbps)
 {
 	u64 tenths = div_u64(kbps + 50, 100);
 
-	seq_printf(m, "%s=%llu.%llu", key, div_u64(tenths, 10),
+	seq_printf(m, "%s%llu.%llu", prefix, div_u64(tenths, 10),
 		   tenths % 10);
 }
 
@@ -178,8 +178,8 @@ static int vif_stat_show(struct seq_file *m, void *v)
 	mutex_lock(&vif_lock);
 	seq_printf(m, "pid=%d goal_mbps=%u target_mbps=%u ", slot->nr,
 		   slot->goal_mbps, vif_slot_target_mbps(slot));
-	vif_seq_mbps(m, "bw_mbps", slot->bw_kbps);
-	vif_seq_mbps(m, " bw_smooth_mbps", slot->bw_smooth_kbps);
+	vif_seq_mbps(m, "bw_mbps=", slot->bw_kbps);
+	vif_seq_mbps(m, " bw_smooth_mbps=", slot->bw_smooth_kbps);
 	seq_printf(m, " cpu_pct=%llu quota_us=", div_u64(slot->cpu_ppm,
 							 10000));
 	vif_seq_quota(m, slot);

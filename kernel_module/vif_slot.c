@@ -65,6 +65,7 @@ static void vif_slot_reset(struct vif_slot *slot)
 	slot->bw_kbps = 0;
 	slot->bw_smooth_kbps = 0;
 	slot->cpu_ppm = 0;
+	slot->cpu_smooth_ppm = 0;
 	slot->need_ppm = 0;
 	slot->alloc_ppm = 0;
 	slot->throttled = 0;

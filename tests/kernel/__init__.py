@@ -1,0 +1,1 @@
+"""vif.ko tests in a real kernel under qemu (see tests/vm)."""

@@ -1,0 +1,101 @@
+# lib.sh: kselftest-style helpers for the vif VM tests (busybox sh).
+# Exit codes: 0 pass, 1 fail, 4 skip. Each check prints "ok N ..." or
+# "not ok N ..."; lines starting with "# " are comments/metrics.
+KSFT_PASS=0
+KSFT_FAIL=1
+KSFT_SKIP=4
+NTEST=0
+NFAIL=0
+CG=/sys/fs/cgroup
+OSLAB=/proc/oslab
+
+pass() { NTEST=$((NTEST + 1)); echo "ok $NTEST $*"; }
+fail() { NTEST=$((NTEST + 1)); NFAIL=$((NFAIL + 1)); echo "not ok $NTEST $*"; }
+skip_all() { echo "1..0 # SKIP $*"; exit $KSFT_SKIP; }
+finish() {
+	echo "# $NFAIL of $NTEST checks failed"
+	[ "$NFAIL" -eq 0 ] && exit $KSFT_PASS
+	exit $KSFT_FAIL
+}
+# expect DESC ACTUAL WANTED
+expect() {
+	if [ "$2" = "$3" ]; then pass "$1"; else fail "$1 (got '$2', want '$3')"; fi
+}
+# check DESC CMD...: passes when CMD succeeds
+check() {
+	d=$1
+	shift
+	if "$@"; then pass "$d"; else fail "$d"; fi
+}
+
+[ "$(id -u)" = 0 ] || skip_all "not root"
+
+# busybox sh runs its own applets before $PATH; these need the real ones.
+ip() { /usr/sbin/ip "$@"; }
+tc() { /usr/sbin/tc "$@"; }
+
+load() { insmod /test/vif.ko "$@"; }
+unload() { rmmod vif; }
+
+# field SLOT KEY: one value of /proc/oslab/vifSLOT/stat
+field() { tr ' ' '\n' < $OSLAB/vif$1/stat | sed -n "s/^$2=//p"; }
+
+# wr FILE DATA: one write(2); prints ok or the errno name
+wr() { /usr/bin/wr "$@"; }
+
+# new_cgroup NAME CPU_MAX
+new_cgroup() {
+	mkdir -p $CG/$1
+	echo "$2" > $CG/$1/cpu.max
+}
+
+# spawn_idle CGROUP: a sleeping process in CGROUP; its PID in $!
+spawn_idle() {
+	sh -c "echo \$\$ > $CG/$1/cgroup.procs; exec sleep 100000" &
+}
+
+# wait_until SECONDS CMD...: polls CMD every 0.2 s; fails after SECONDS
+wait_until() {
+	t=$(($1 * 5))
+	shift
+	while [ $t -gt 0 ]; do
+		"$@" && return 0
+		sleep 0.2
+		t=$((t - 1))
+	done
+	return 1
+}
+
+# Two network namespaces joined by veth, an iperf3 server in "b" (ports
+# 5201 and 5202).
+setup_net() {
+	ip netns add a &&
+	ip netns add b &&
+	ip link add va netns a type veth peer name vb netns b &&
+	ip -n a addr add 10.9.0.1/24 dev va &&
+	ip -n b addr add 10.9.0.2/24 dev vb &&
+	ip -n a link set lo up && ip -n b link set lo up &&
+	ip -n a link set va up &&
+	ip -n b link set vb up &&
+	ip netns exec b iperf3 -s -D -p 5201 &&
+	ip netns exec b iperf3 -s -D -p 5202 &&
+	wait_until 10 ip netns exec a iperf3 -c 10.9.0.2 -p 5201 -t 1 -i 0 >/dev/null 2>&1 ||
+	{ fail "network setup (netns, veth, iperf3)"; finish; }
+}
+
+# start_sender CGROUP PORT SECONDS: iperf3 client in netns a inside CGROUP;
+# its PID in $! (the shell execs into ip, which execs into iperf3)
+start_sender() {
+	sh -c "echo \$\$ > $CG/$1/cgroup.procs; exec /usr/sbin/ip netns exec a iperf3 -c 10.9.0.2 -p $2 -t $3 -i 0 >/dev/null 2>&1" &
+}
+
+# avg SLOT KEY SECONDS: mean of a stat field sampled every 0.5 s
+avg() {
+	n=$(($3 * 2))
+	i=0
+	while [ $i -lt $n ]; do
+		field $1 $2
+		sleep 0.5
+		i=$((i + 1))
+	done | awk '{ s += $1; n++ } END { printf "%d\n", s / n }'
+}

@@ -1,0 +1,24 @@
+#!/bin/busybox sh
+# /init of the vif test VM: mount the basics, run /test/run.sh, print its exit
+# code and dmesg between markers the harness looks for, power off.
+/bin/busybox --install -s /bin
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mkdir -p /sys/fs/cgroup /run/netns /var && ln -s /run /var/run
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+echo "+cpu +cpuset" > /sys/fs/cgroup/cgroup.subtree_control
+ip link set lo up
+for m in /lib/modules/*.ko; do insmod "$m"; done
+echo "==VIF-BEGIN== cpus=$(nproc) kernel=$(uname -r)"
+[ -f /test/env.sh ] && . /test/env.sh
+cd /test && sh ./run.sh
+echo "==VIF-END rc=$?=="
+echo "==DMESG-BEGIN=="
+dmesg
+echo "==DMESG-END=="
+sync
+poweroff -f

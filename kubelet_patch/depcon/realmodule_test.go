@@ -36,6 +36,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// cgroupSeq numbers the test's cgroups (the test is not parallel).
+var cgroupSeq int
+
 // startInCgroup starts a helper process and moves it into a fresh cgroup with
 // the cpu controller, as a container's main process would be.
 func startInCgroup(t *testing.T) *exec.Cmd {
@@ -47,7 +50,8 @@ func startInCgroup(t *testing.T) *exec.Cmd {
 	if err := os.WriteFile(filepath.Join(cgRoot, "cgroup.subtree_control"), []byte("+cpu"), 0); err != nil {
 		t.Fatalf("enable the cpu controller under %s: %v", cgRoot, err)
 	}
-	cg := filepath.Join(cgRoot, fmt.Sprintf("depcon-test-%d", os.Getpid()))
+	cgroupSeq++
+	cg := filepath.Join(cgRoot, fmt.Sprintf("depcon-test-%d-%d", os.Getpid(), cgroupSeq))
 	if err := os.Mkdir(cg, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +75,8 @@ func startInCgroup(t *testing.T) *exec.Cmd {
 }
 
 // TestRealModule runs the Manager against the loaded vif module: claim,
-// values, the module's ESRCH answer, a second writer, release and reset. Skipped unless
+// values, the module's ESRCH and EBUSY answers, a second writer, release and
+// reset. Skipped unless
 // DEPCON_REAL_PROCFS is set (see above); it needs root and cgroup v2.
 func TestRealModule(t *testing.T) {
 	root := os.Getenv(realProcfsEnv)
@@ -131,6 +136,29 @@ func TestRealModule(t *testing.T) {
 	}
 	other.ContainerStopped(ctx, "ctr-c")
 
+	// A real EBUSY: another writer claims the free slot the manager is about
+	// to write (between its read and its write); the manager moves on.
+	d, e := startInCgroup(t), startInCgroup(t)
+	var raced string
+	racer := &hookFS{FS: OSFS{}, before: func(name string) {
+		if raced == "" && filepath.Base(name) == "pid" {
+			raced = filepath.Base(filepath.Dir(name))
+			if err := (OSFS{}).WriteFile(name, []byte(strconv.Itoa(e.Process.Pid))); err != nil {
+				t.Errorf("racing claim of %s: %v", raced, err)
+			}
+		}
+	}}
+	racing := NewManager(Options{ProcfsRoot: root, FS: racer})
+	podD := sloPod("real-d", "100", "", nil)
+	racing.ContainerStarted(ctx, podD, &podD.Spec.Containers[0], "ctr-d", pidIs(d.Process.Pid))
+	if s := slotOf(d.Process.Pid); s == "" || s == raced || slotOf(e.Process.Pid) != raced {
+		t.Errorf("after EBUSY on %s: d holds %q, e holds %q", raced, s, slotOf(e.Process.Pid))
+	}
+	racing.ContainerStopped(ctx, "ctr-d")
+	if err := (OSFS{}).WriteFile(filepath.Join(root, raced, "pid"), []byte("0")); err != nil {
+		t.Error(err)
+	}
+
 	m.ContainerStopped(ctx, "ctr-a")
 	if got := readSlot(t, root, slot, "pid"); got != 0 {
 		t.Errorf("after stop %s/pid = %d, want 0", slot, got)
@@ -138,4 +166,16 @@ func TestRealModule(t *testing.T) {
 	if got := readSlot(t, root, slot, "goal"); got != 0 {
 		t.Errorf("after stop %s/goal = %d, want 0 (module reset)", slot, got)
 	}
+}
+
+// hookFS calls before ahead of every write: a second writer racing the
+// Manager against the real module.
+type hookFS struct {
+	FS
+	before func(name string)
+}
+
+func (h *hookFS) WriteFile(name string, data []byte) error {
+	h.before(name)
+	return h.FS.WriteFile(name, data)
 }

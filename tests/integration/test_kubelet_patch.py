@@ -2,13 +2,16 @@
 
 Real module from the Go module proxy (verified against versions.yml), real
 ``git apply`` on a copy of it. Compiling the patched kubelet is the bundle
-build's job (issue 4, part 1), not this test's.
+build's job (issue 4, part 1), not this test's. The last test runs the depcon
+package against the real vif module in the vif VM harness (tests/vm).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -120,3 +123,30 @@ def test_refresh_of_an_up_to_date_series_changes_nothing(
     assert [p.name for p in written] == [p.name for p in series()]
     for new, old in zip(written, series(), strict=True):
         assert new.read_bytes() == old.read_bytes(), new.name
+
+
+_REAL_MODULE_SCRIPT = """set -e
+insmod /test/vif.ko
+DEPCON_REAL_PROCFS=/proc/oslab /test/depcon.test -test.run '^TestRealModule$' -test.v
+"""
+
+
+@pytest.mark.kernel
+def test_package_against_the_real_module(tmp_path: Path) -> None:
+    runner = pytest.importorskip("tests.vm.runner", reason="the vif VM harness has not landed")
+    initramfs = pytest.importorskip("tests.vm.initramfs")
+    binary = tmp_path / "depcon.test"
+    subprocess.run(
+        ["go", "test", "-c", "-o", str(binary), "."],
+        cwd=repo_root() / "kubelet_patch" / "depcon",
+        env=dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod", GOTOOLCHAIN="local"),
+        check=True,
+    )
+    script = tmp_path / "run.sh"
+    script.write_text(_REAL_MODULE_SCRIPT)
+    try:
+        result = runner.run_script(script, files={"depcon.test": binary})
+    except initramfs.MissingInput as exc:
+        pytest.skip(str(exc))
+    result.check()
+    assert "--- PASS: TestRealModule" in result.output, result.output

@@ -1,0 +1,192 @@
+"""``make bench-vif``: vif against static limits, no limit and tc rate limiting, in the test VM.
+
+One VM run (tests.vm, the primary pinned kernel) executes vif_bench.sh: a quota sweep
+of one sender, then N = 2, 4, 8 containers (own netns, veth to a server netns, iperf3
+sender in its own cgroup) with the same SLO next to a two-thread CPU hog, under
+(a) vif, (b) a static CPU limit (the node split evenly between the containers and the
+hog, as Guaranteed pods sized to fill a node would get), (c) no limit, (d) the CNI
+bandwidth plugin's method (tc token bucket at the SLO). The SLO is what one sender
+gets from 20% of a CPU in the sweep. Writes reports/bench/vif.json and vif.png.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from infra.paths import repo_root
+from tests.vm import kernel_by_name, run_script
+
+HERE = Path(__file__).resolve().parent
+SETTLE_S = 4.0  # samples before this are convergence, not steady state
+CONFIGS = ("vif", "static", "none", "tbf")
+
+
+def _records(output: str, kind: str) -> list[dict[str, str]]:
+    out = []
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) > 2 and parts[0] == "#" and parts[1] == kind:
+            out.append(dict(p.split("=", 1) for p in parts[2:] if "=" in p))
+    return out
+
+
+def _convergence(
+    ts: list[float], bws: list[float], goal: float, start: float = 0.0
+) -> float | None:
+    """Seconds from ``start`` until the 2-sample mean first reaches 95% of the goal."""
+    for k in range(1, len(ts)):
+        if ts[k] >= start and (bws[k] + bws[k - 1]) / 2 >= 0.95 * goal:
+            return ts[k] - start
+    return None
+
+
+def summarize(output: str) -> dict[str, Any]:
+    goal = float(_records(output, "goal")[0]["goal_mbps"])
+    sweep = {int(r["quota_pct"]): float(r["bw_mbps"]) for r in _records(output, "sweep")}
+    meeting = [q for q, bw in sorted(sweep.items()) if bw >= 0.95 * goal]
+    smallest_static = min(meeting) if meeting else None
+    samples: dict[tuple[str, int], dict[int, list[dict[str, str]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for r in _records(output, "s"):
+        samples[(r["cfg"], int(r["n"]))][int(r["i"])].append(r)
+    cpu: dict[tuple[str, int], float] = defaultdict(float)
+    for r in _records(output, "cpu"):
+        cpu[(r["cfg"], int(r["n"]))] += int(r["usec"]) / 1e6
+    changes = {(r["cfg"], int(r["n"])): float(r["t"]) for r in _records(output, "goal_change")}
+
+    configs: list[dict[str, Any]] = []
+    for (cfg, n), per in sorted(samples.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        change_t = changes.get((cfg, n), float("inf"))
+        means, conv, conv_change = [], [], []
+        for rows in per.values():
+            ts = [float(r["t"]) for r in rows]
+            bws = [float(r["bw_mbps"]) for r in rows]
+            steady = [b for t, b in zip(ts, bws, strict=True) if SETTLE_S <= t < change_t]
+            means.append(statistics.fmean(steady) if steady else 0.0)
+            conv.append(_convergence(ts, bws, goal))
+            if change_t != float("inf"):
+                after = [(t, b) for t, b in zip(ts, bws, strict=True) if t >= change_t]
+                new_goal = float(rows[-1]["goal"])
+                # lowering the goal: converged when back under 105% of the new goal
+                conv_change.append(
+                    next((t - change_t for t, b in after if b <= 1.05 * new_goal), None)
+                )
+        met = [m >= 0.95 * goal for m in means]
+        configs.append(
+            {
+                "config": cfg,
+                "n": n,
+                "slo_met_share": sum(met) / len(met),
+                "mean_bw_mbps": [round(m, 1) for m in means],
+                "spread_pct_of_goal": round((max(means) - min(means)) / goal * 100, 1),
+                "total_mbps": round(sum(means), 1),
+                "cpu_seconds": round(cpu[(cfg, n)], 2),
+                "convergence_s": [None if c is None else round(c, 1) for c in conv],
+                "convergence_after_goal_change_s": [
+                    None if c is None else round(c, 1) for c in conv_change
+                ]
+                or None,
+            }
+        )
+    overhead = _records(output, "overhead")
+    over: dict[str, Any] = {}
+    if overhead:
+        o = overhead[0]
+        cpu_s = int(o["kworker_ticks"]) / int(o["hz"])
+        over = {
+            "slots": int(o["slots"]),
+            "kworker_cpu_pct_of_one_cpu": round(cpu_s / float(o["seconds"]) * 100, 2),
+            "note": "all kworkers in the VM over the window: an upper bound on vif's own cost",
+        }
+    return {
+        "goal_mbps": goal,
+        "sweep_bw_mbps_by_quota_pct": sweep,
+        "smallest_static_quota_pct_meeting_goal": smallest_static,
+        "configs": configs,
+        "overhead": over,
+    }
+
+
+def plot(output: str, summary: dict[str, Any], path: Path) -> None:
+    goal = summary["goal_mbps"]
+    ns = sorted({c["n"] for c in summary["configs"]})
+    fig = Figure(figsize=(5 * (len(ns) + 1), 7))
+    axes = fig.subplots(2, len(ns) + 1, squeeze=False)
+    rows = _records(output, "s")
+    for col, n in enumerate(ns):
+        ax_bw, ax_q = axes[0][col], axes[1][col]
+        per: dict[int, list[dict[str, str]]] = defaultdict(list)
+        for r in rows:
+            if r["cfg"] == "vif" and int(r["n"]) == n:
+                per[int(r["i"])].append(r)
+        for i, rs in sorted(per.items()):
+            ts = [float(r["t"]) for r in rs]
+            ax_bw.plot(ts, [float(r["bw_mbps"]) for r in rs], label=f"c{i}")
+            q = [0.0 if r["quota_us"] == "max" else int(r["quota_us"]) / 1000 for r in rs]
+            ax_q.plot(ts, q, label=f"c{i}")
+            ax_bw.step(ts, [float(r["goal"]) for r in rs], "k--", where="post", lw=1)
+        ax_bw.set_title(f"vif, N={n}: bandwidth (goal dashed)")
+        ax_bw.set_ylabel("Mbps")
+        ax_q.set_title(f"vif, N={n}: quota")
+        ax_q.set_ylabel("ms per 100 ms")
+        ax_q.set_xlabel("s")
+        ax_bw.legend(fontsize=6)
+    ax = axes[0][len(ns)]
+    width = 0.2
+    for k, cfg in enumerate(CONFIGS):
+        vals = [
+            next(
+                (
+                    c["slo_met_share"]
+                    for c in summary["configs"]
+                    if (c["config"], c["n"]) == (cfg, n)
+                ),
+                0,
+            )
+            for n in ns
+        ]
+        ax.bar([x + k * width for x in range(len(ns))], vals, width, label=cfg)
+    ax.set_xticks([x + 1.5 * width for x in range(len(ns))], [f"N={n}" for n in ns])
+    ax.set_title(f"share of containers meeting {goal:.0f} Mbps")
+    ax.legend()
+    axes[1][len(ns)].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+def main() -> int:
+    result = run_script(
+        HERE / "vif_bench.sh",
+        kernel=kernel_by_name(),
+        files={"lib.sh": repo_root() / "tests" / "kernel" / "scripts" / "lib.sh"},
+        timeout=1200,
+    )
+    result.check()
+    summary = summarize(result.output)
+    summary["kernel"] = result.kernel
+    summary["vm_seconds"] = round(result.total_seconds, 1)
+    out = repo_root() / "reports" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vif.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "vif.log").write_text(result.output)
+    plot(result.output, summary, out / "vif.png")
+    for c in summary["configs"]:
+        print(
+            f"N={c['n']} {c['config']:7s} SLO met {c['slo_met_share']:.0%} "
+            f"spread {c['spread_pct_of_goal']}% total {c['total_mbps']} Mbps "
+            f"CPU {c['cpu_seconds']} s"
+        )
+    print(f"wrote {out / 'vif.json'} and {out / 'vif.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -173,12 +173,15 @@ func (m *Manager) ContainerStarted(ctx context.Context, pod *v1.Pod, c *v1.Conta
 	defer m.recoverPanic(logger)
 
 	spec, ok, problems := SpecFor(pod, c, m.resource)
-	m.recordProblems(pod, problems)
-	if !ok {
+	if !ok && len(problems) == 0 {
 		return
 	}
-
+	// Without the module the kubelet is stock: not even an Event.
 	if !m.modulePresent(logger) {
+		return
+	}
+	m.recordProblems(pod, problems)
+	if !ok {
 		return
 	}
 	// The PID lookup is a CRI call: made without the lock, so a slow runtime

@@ -236,7 +236,11 @@ func TestModuleAbsent(t *testing.T) {
 	m := NewManager(Options{ProcfsRoot: root, Recorder: rec, StateFile: filepath.Join(t.TempDir(), "slots.json")})
 	called := false
 	for i := 0; i < 3; i++ {
-		pod := sloPod(fmt.Sprintf("p%d", i), "500", "", nil)
+		// Invalid values too: without the module there is not even an Event.
+		pod := sloPod(fmt.Sprintf("p%d", i), "500", "", map[string]string{WeightAnnotation: "0"})
+		if i == 2 {
+			pod = sloPod("p2", "1500m", "", nil)
+		}
 		m.ContainerStarted(ctx, pod, &pod.Spec.Containers[0], fmt.Sprintf("c%d", i), func() (int, error) { called = true; return 1, nil })
 		m.ContainerStopped(ctx, fmt.Sprintf("c%d", i))
 	}

@@ -354,6 +354,9 @@ class StackConfig:
         )
 
 
+_INT_STACK_KEYS = ("depcon:labVmMemoryMiB",)
+
+
 def load_stack(stack: str, root: Path | None = None) -> StackConfig:
     """Read ``Pulumi.<stack>.yaml``; keys outside ``depcon:`` belong to providers."""
     root = root or repo_root()
@@ -362,6 +365,13 @@ def load_stack(stack: str, root: Path | None = None) -> StackConfig:
     if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
         raise ConfigError(path, "config", "must be a mapping of stack settings")
     ours = {k: v for k, v in data["config"].items() if str(k).startswith("depcon:")}
+    # Pulumi keeps every config value as a string (`pulumi config set` and the
+    # CLI's own rewrites of this file quote numbers), so a decimal string is
+    # an integer here too, as pulumi.Config.get_int would read it.
+    for key in _INT_STACK_KEYS:
+        value = ours.get(key)
+        if isinstance(value, str) and value.isdigit():
+            ours[key] = int(value)
     return build(StackConfig, ours, path, "config")
 
 

@@ -1,6 +1,6 @@
 """``make bench-vif``: vif against static limits, no limit and tc rate limiting, in the test VM.
 
-One VM run (tests.vm, the primary pinned kernel) executes vif_bench.sh: a quota sweep
+One VM run (infra.vm, the primary pinned kernel) executes vif_bench.sh: a quota sweep
 of one sender, then N = 2, 4, 8 containers (own netns, veth to a server netns, iperf3
 sender in its own cgroup) with the same SLO next to a two-thread CPU hog, under
 (a) vif, (b) a static CPU limit (the node split evenly between the containers and the
@@ -21,7 +21,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from infra.paths import repo_root
-from tests.vm import kernel_by_name, run_script
+from infra.vm import VM_LIB, kernel_by_name, run_script
 
 HERE = Path(__file__).resolve().parent
 SETTLE_S = 4.0  # samples before this are convergence, not steady state
@@ -166,7 +166,7 @@ def main() -> int:
     result = run_script(
         HERE / "vif_bench.sh",
         kernel=kernel_by_name(),
-        files={"lib.sh": repo_root() / "tests" / "kernel" / "scripts" / "lib.sh"},
+        files={"lib.sh": VM_LIB},
         timeout=1200,
     )
     result.check()

@@ -3,7 +3,7 @@
 Real module from the Go module proxy (verified against versions.yml), real
 ``git apply`` on a copy of it. Compiling the patched kubelet is the bundle
 build's job (issue 4, part 1), not this test's. The last test runs the depcon
-package against the real vif module in the vif VM harness (tests/vm).
+package against the real vif module in the vif VM harness (infra/vm).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from infra.kubelet_patch import (
     series,
 )
 from infra.paths import repo_root
+from infra.vm import runner
 
 pytestmark = pytest.mark.integration
 
@@ -133,8 +134,6 @@ DEPCON_REAL_PROCFS=/proc/oslab /test/depcon.test -test.run '^TestRealModule$' -t
 
 @pytest.mark.kernel
 def test_package_against_the_real_module(tmp_path: Path) -> None:
-    runner = pytest.importorskip("tests.vm.runner", reason="the vif VM harness has not landed")
-    initramfs = pytest.importorskip("tests.vm.initramfs")
     binary = tmp_path / "depcon.test"
     subprocess.run(
         ["go", "test", "-c", "-o", str(binary), "."],
@@ -144,9 +143,7 @@ def test_package_against_the_real_module(tmp_path: Path) -> None:
     )
     script = tmp_path / "run.sh"
     script.write_text(_REAL_MODULE_SCRIPT)
-    try:
-        result = runner.run_script(script, files={"depcon.test": binary})
-    except initramfs.MissingInput as exc:
-        pytest.skip(str(exc))
+    # No skip when qemu or the kernel is missing: scripts/setup installs them.
+    result = runner.run_script(script, files={"depcon.test": binary})
     result.check()
     assert "--- PASS: TestRealModule" in result.output, result.output

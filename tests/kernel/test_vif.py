@@ -1,4 +1,4 @@
-"""vif.ko in the pinned Debian kernels, booted under qemu (TCG) by tests.vm.
+"""vif.ko in the pinned Debian kernels, booted under qemu (TCG) by infra.vm.
 
 Each test boots a kernel once and runs one kselftest-style script from scripts/
 inside it (exit 0 pass, 1 fail, 4 skip); the script's checks print as "ok N" /
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from infra.config import load_versions
-from tests.vm import VmResult, kernel_by_name, run_script
-from tests.vm.runner import KSFT_SKIP
+from infra.vm import VM_LIB, VmResult, kernel_by_name, run_script
+from infra.vm.runner import KSFT_SKIP
 
 pytestmark = pytest.mark.kernel
 
@@ -25,7 +25,7 @@ def run(name: str, kernel: str, timeout: float = 300.0, **env: str) -> VmResult:
     result = run_script(
         SCRIPTS / f"{name}.sh",
         kernel=kernel_by_name(kernel),
-        files={"lib.sh": SCRIPTS / "lib.sh"},
+        files={"lib.sh": VM_LIB},
         env=env,
         timeout=timeout,
     )

@@ -91,7 +91,8 @@ def test_versions_file_not_yaml(scratch: Path) -> None:
         ("depcon:schedulerMode", "research", "one of"),
         ("depcon:sloResourceName", "kubernetes.io/slo", "reserved"),
         ("depcon:sloResourceName", "Example.com/SLO", "DNS subdomain"),
-        ("depcon:labVmMemoryMiB", "2048", "must be an integer"),
+        ("depcon:labVmMemoryMiB", "2048MiB", "must be an integer"),
+        ("depcon:labVmMemoryMiB", "-1", "must be an integer"),
         ("depcon:labVmMemoryMiB", 64, "512-16384"),
     ],
 )
@@ -108,6 +109,13 @@ def test_bad_stack_file(scratch: Path, key: str, value: object, problem: str) ->
 def test_provider_keys_are_not_ours(scratch: Path) -> None:
     edit(scratch / "Pulumi.lab.yaml", lambda d: d["config"].update({"kubernetes:context": "x"}))
     assert load_stack("lab", scratch).scheduler_mode == "second-profile"
+
+
+def test_pulumi_string_numbers_are_integers(scratch: Path) -> None:
+    edit(
+        scratch / "Pulumi.lab.yaml", lambda d: d["config"].update({"depcon:labVmMemoryMiB": "4096"})
+    )
+    assert load_stack("lab", scratch).lab_vm_memory_mib == 4096
 
 
 def test_missing_stack_file(scratch: Path) -> None:

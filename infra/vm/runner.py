@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.config import KernelPin, load_versions
-from tests.vm.initramfs import MissingInputError, base_image, run_image
-from tests.vm.module import build_module
+from infra.vm.initramfs import MissingInputError, base_image, run_image
+from infra.vm.module import build_module
 
 QEMU = "qemu-system-x86_64"
 # A dmesg line matching this fails the run (the rule).

@@ -6,8 +6,15 @@ The pieces, by concern:
 - ``initramfs``: the cached base image (busybox, iproute2, iperf3, netperf, kernel modules).
 - ``module``: builds ``vif.ko`` for a kernel, cached by source hash.
 - ``runner``: boots qemu, collects the script's output and ``dmesg``, judges the run.
+- ``lib.sh``: kselftest-style shell helpers the scripts source (``VM_LIB``).
+- ``demo.sh``: the short SLO demo ``make lab`` runs (stage vif-demo).
 """
 
-from tests.vm.runner import VmError, VmResult, kernel_by_name, run_script
+from pathlib import Path
 
-__all__ = ["VmError", "VmResult", "kernel_by_name", "run_script"]
+from infra.vm.runner import VmError, VmResult, kernel_by_name, run_script
+
+VM_LIB = Path(__file__).resolve().parent / "lib.sh"
+DEMO = Path(__file__).resolve().parent / "demo.sh"
+
+__all__ = ["DEMO", "VM_LIB", "VmError", "VmResult", "kernel_by_name", "run_script"]

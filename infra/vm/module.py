@@ -15,7 +15,7 @@ from pathlib import Path
 
 from infra.config import KernelPin
 from infra.paths import repo_root
-from tests.vm.initramfs import MissingInputError, vm_cache
+from infra.vm.initramfs import MissingInputError, vm_cache
 
 SOURCE_SUFFIXES = (".c", ".h")
 SOURCE_NAMES = ("Kbuild", "Makefile")

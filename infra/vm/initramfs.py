@@ -17,7 +17,7 @@ from pathlib import Path
 
 from infra.config import KernelPin
 from infra.paths import cache_dir
-from tests.vm.cpio import CpioWriter
+from infra.vm.cpio import CpioWriter
 
 HERE = Path(__file__).resolve().parent
 BUSYBOX = Path("/bin/busybox")

@@ -69,7 +69,7 @@ def pulumi(tmp_path_factory: pytest.TempPathFactory) -> object:
     run("stack", "init", "lab")
     yield run
     run("destroy", "--yes", "--stack", "lab", check=False)
-    run("stack", "rm", "--yes", "--force", "lab", check=False)
+    run("stack", "rm", "--yes", "--force", "--preserve-config", "lab", check=False)
     assert stack_file.read_bytes() == before, "the engine rewrote the tracked stack file"
 
 

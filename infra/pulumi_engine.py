@@ -488,10 +488,11 @@ def _install_plugin(engine: Engine, k8s_pin: KubernetesPin) -> None:
     src = engine.root / "plugins" / "pulumi-resource-kubernetes"
     dest_dir = plugin_dir(engine.pulumi_home, k8s_pin.version)
     dest = dest_dir / "pulumi-resource-kubernetes"
-    if dest.is_file() and dest.stat().st_size == src.stat().st_size and _same_file(src, dest):
+    if dest.is_file() and _same_file(src, dest):
         return
     dest_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", dir=dest_dir.parent))
+    staging.chmod(0o755)  # mkdtemp makes it 0700; other users run the plugin too
     try:
         shutil.copy2(src, staging / dest.name)
         # A half-copied plugin must never be picked up: rename into place,
@@ -506,15 +507,10 @@ def _install_plugin(engine: Engine, k8s_pin: KubernetesPin) -> None:
 
 
 def _same_file(a: Path, b: Path) -> bool:
-    return _sha256(a) == _sha256(b)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    # copy2 keeps the mtime, so size + mtime identify our own copy without
+    # re-reading ~100 MB on every warm run.
+    sa, sb = a.stat(), b.stat()
+    return (sa.st_size, sa.st_mtime_ns) == (sb.st_size, sb.st_mtime_ns)
 
 
 def build(pulumi_version: str | None = None, kubernetes_version: str | None = None) -> Engine:
@@ -557,9 +553,23 @@ def build(pulumi_version: str | None = None, kubernetes_version: str | None = No
         out.rename(engine.root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    _prune_stale(engine)
     log(f"built engine in {time.monotonic() - started:.0f}s: {engine.root}")
     _install_plugin(engine, k8s_pin)
     return engine
+
+
+def _prune_stale(engine: Engine) -> None:
+    """Drop older builds of the same versions (a changed build script or Go).
+
+    Each entry is ~440 MB; entries of other versions are kept, so switching
+    the lock back and forth stays warm.
+    """
+    prefix = engine.root.name.rsplit("-", 1)[0] + "-"
+    for other in engine.root.parent.iterdir():
+        if other != engine.root and other.name.startswith(prefix):
+            log(f"removing stale build {other}")
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def env_vars(engine: Engine) -> dict[str, str]:

@@ -48,11 +48,16 @@ __all__ = [
     "refresh_series",
     "series",
     "touched_paths",
+    "use_published_staging",
+    "writable_copy",
 ]
 
 _PATCH_NAME = re.compile(r"^(\d{4})-[A-Za-z0-9._-]+\.patch$")
 _DIFF_GIT = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
 _DEPCON_IN_TREE = "pkg/kubelet/depcon/"
+_STAGING_REPLACE = re.compile(
+    r"^(\s*(?:replace\s+)?)(k8s\.io/[A-Za-z0-9._-]+) => \./staging/src/\2\s*$", re.MULTILINE
+)
 
 
 class PatchError(RuntimeError):
@@ -196,6 +201,42 @@ def _copy_writable(src: Path, dest: Path, paths: list[str] | None) -> None:
             if not p.is_symlink():
                 p.chmod(p.stat().st_mode | stat.S_IWUSR)
     dest.chmod(dest.stat().st_mode | stat.S_IWUSR)
+
+
+def use_published_staging(tree: Path, staging_version: str | None = None) -> list[str]:
+    """Point the tree's staging modules at their published ``k8s.io/*`` releases.
+
+    ``go.mod`` of ``k8s.io/kubernetes`` replaces every staging module with
+    ``./staging/src/k8s.io/<name>``, but the module zip carries no
+    ``staging/src`` (nested modules are cut out of a module archive). Each
+    staging module is published on its own at ``v0.X.Y`` for release
+    ``v1.X.Y``, so the replace targets become those releases (what
+    kubernetes-sigs/scheduler-plugins does). Build with ``GOWORK=off`` (the
+    tree's ``go.work`` names the missing directories) and ``-mod=mod`` (the
+    published modules' sums are not in upstream's ``go.sum``). Returns the
+    replaced module paths.
+    """
+    staging_version = staging_version or load_versions().kubernetes.staging_version
+    gomod = tree / "go.mod"
+    text = gomod.read_text()
+    replaced: list[str] = []
+
+    def swap(m: re.Match[str]) -> str:
+        replaced.append(m.group(2))
+        return f"{m.group(1)}{m.group(2)} => {m.group(2)} {staging_version}"
+
+    text = _STAGING_REPLACE.sub(swap, text)
+    if not replaced:
+        raise PatchError(f"{gomod}: no ./staging/src replace directives to rewrite")
+    gomod.write_text(text)
+    return replaced
+
+
+def writable_copy(source: Path, dest: Path) -> None:
+    """A writable copy of the whole tree at ``source`` (the module cache is read-only)."""
+    if dest.exists():
+        raise PatchError(f"{dest} exists: writable_copy needs a fresh directory")
+    _copy_writable(source, dest, None)
 
 
 def _git_apply(tree: Path, patch: Path) -> None:

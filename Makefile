@@ -79,6 +79,9 @@ bench-%: setup
 engine: setup ## build (or reuse) the Pulumi CLI, language host and Kubernetes plugin
 	@$(PY) -m infra.pulumi_engine build
 
+artifacts: setup ## build (or reuse) the offline Kubernetes bundle: binaries, patched kubelet, images
+	@$(PY) -m infra.artifacts build
+
 lock: ## re-resolve requirements.lock from pyproject.toml (keeps existing pins)
 	@$(PY) -m uv pip compile pyproject.toml --extra dev --python-version 3.11 \
 		--python-platform x86_64-unknown-linux-gnu --generate-hashes --no-header \

@@ -128,6 +128,19 @@ def stage_vif_demo(ctx: LabContext) -> str:
     return f"{result.kernel}: {metrics[0] if metrics else 'goal met'}"
 
 
+def stage_artifacts(ctx: LabContext) -> str:
+    """Build (or reuse) the Kubernetes bundle with the patched kubelet (infra/artifacts.py)."""
+    from infra.artifacts import ArtifactError  # noqa: PLC0415 -- only when run
+    from infra.artifacts import build as build_artifacts  # noqa: PLC0415
+
+    try:
+        bundle = build_artifacts()
+    except ArtifactError as exc:
+        raise StageError(str(exc)) from exc
+    size = sum(p.stat().st_size for p in bundle.root.rglob("*") if p.is_file())
+    return f"{bundle.root} ({size / 2**20:.0f} MiB, kubelet {bundle.kubelet_version})"
+
+
 def _not_built(module: str) -> bool:
     return importlib.util.find_spec(module) is None
 
@@ -149,7 +162,7 @@ def stages() -> list[Stage]:
             2,
         ),
         Stage("vif-demo", "boot a VM, load vif, short SLO demo", stage_vif_demo, 3),
-        Stage("artifacts", "Kubernetes bundle + patched kubelet", None, 4),
+        Stage("artifacts", "Kubernetes bundle + patched kubelet", stage_artifacts, 4),
         Stage("scheduler", "DepCon scheduler profile + SLO capacity", None, 5),
         Stage("cluster", "lab VMs, kubeadm cluster, DepCon on it", None, 6),
         Stage("verify", "netperf pods meet their SLOs", None, 6),

@@ -2,7 +2,8 @@
 
 * Debian packages at their pinned versions: both test kernels (image +
   headers, for the VM tests and the vif module build), netperf and iperf3
-  (the VM tests run the host's binaries over virtme-ng's shared root).
+  (the VM tests run the host's binaries over virtme-ng's shared root), runc
+  and the CNI plugins (the bundle's containerd runs containers with them).
 * The Go toolchain at its pinned version, linked as .venv/bin/go so every
   build (make runs with .venv/bin first on PATH) uses it.
 
@@ -57,7 +58,8 @@ def archive_sha256(spec: str) -> str | None:
 
 def pinned_debian(versions: Versions) -> list[tuple[str, DebianPin]]:
     """Every package pin the controller needs, labelled for messages."""
-    pins: list[tuple[str, DebianPin]] = [("netperf", versions.netperf), ("iperf3", versions.iperf3)]
+    # Labelled by their versions.yml key.
+    pins: list[tuple[str, DebianPin]] = list(versions.debian_pins().items())
     for k in versions.kernels:
         pins.append(
             (

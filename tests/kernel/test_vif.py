@@ -70,3 +70,21 @@ def test_control_reaches_holds_hands_back_and_reports_unreachable(kernel: str) -
     assert len(held) == 2, result.output
     quotas = [int(dict(kv.split("=") for kv in h.split())["quota_us"]) for h in held]
     assert quotas[1] < quotas[0], f"lower goal did not lower the quota: {quotas}"
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_contention_goals_met_when_feasible_split_by_weight_when_not(kernel: str) -> None:
+    """Two senders in their own netns and cgroups (weights 1 and 3) and a CPU hog on the same
+    two CPUs. A: goals of 40% and 55% of what the senders reach unlimited next to the hog are
+    both met and held (-15%/+25%). B1: goals whose needs add up to 125% of the node (online
+    CPUs x period; the hog is not counted) leave both cpu-limited with the quotas 3 : 1 over
+    the whole node. B2: weights 1 and 9, quotas about 9 : 1; slot 1's 0.2 CPU binds and
+    slot 2 gets >= 20% more bandwidth."""
+    result = run("contention", kernel, timeout=480)
+    for case, weight in (("B1", 3), ("B2", 9)):
+        held = [dict(kv.split("=") for kv in h.split()) for h in result.values(f"# {case} held ")]
+        assert len(held) == 1, result.output
+        q1, q2 = int(held[0]["quota1_us"]), int(held[0]["quota2_us"])
+        assert weight * 2 / 3 * q1 <= q2 <= weight * 1.5 * q1, (
+            f"{case}: quota split {q2} : {q1} is not about {weight} : 1"
+        )

@@ -10,6 +10,10 @@ Everything is built here from Go modules fetched through the module proxy
 * the same module with ``kubelet_patch/patches`` applied: the DepCon
   ``kubelet``, version ``<pin>+depcon``;
 * ``go.etcd.io/etcd``: ``etcd`` and ``etcdctl``;
+* ``github.com/containerd/containerd/v2``: ``containerd``,
+  ``containerd-shim-runc-v2`` and ``ctr``, as upstream's ``make release``
+  builds them (Debian 12 has only containerd 1.6; runc and the CNI plugins
+  come from Debian, pinned in ``versions.yml``);
 * ``github.com/coredns/coredns``: ``coredns`` (image only).
 
 From those binaries it writes OCI image archives named and tagged exactly as
@@ -53,7 +57,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from infra.config import EtcdPin, KubernetesPin, Versions, load_versions
+from infra.config import EtcdPin, GoModulePin, KubernetesPin, Versions, load_versions
 from infra.kubelet_patch import (
     KubernetesSource,
     PatchError,
@@ -99,6 +103,8 @@ ETCD_MODULES = (
     "go.etcd.io/etcd/etcdctl/v3",
 )
 COREDNS_MODULE = "github.com/coredns/coredns"
+# containerd's Makefile: PACKAGE, stamped into <PACKAGE>/version.
+CONTAINERD_PACKAGE = "github.com/containerd/containerd/v2"
 
 # Images `kubeadm config images list` names that the bundle does not carry,
 # with the reason. tests/integration/test_artifacts.py asserts that exactly
@@ -294,7 +300,7 @@ def plan(versions: Versions | None = None) -> Plan:
     v = versions or load_versions()
     k8s, etcd = v.kubernetes, v.etcd
     go = _tool_version(["go", "env", "GOVERSION"], "the Go toolchain")
-    gcc = _tool_version(["gcc", "-dumpfullversion"], "gcc (cgo kubelet, static pause)")
+    gcc = _tool_version(["gcc", "-dumpfullversion"], "gcc (cgo builds, static pause)")
     date = _release_date(k8s)
     try:
         patch_hash = _series_hash()
@@ -351,6 +357,18 @@ def plan(versions: Versions | None = None) -> Plan:
                 "module_sum": etcd.module_sum,
                 "modules": ETCD_MODULES,
                 "ldflags": _etcd_ldflags(),
+            },
+        ),
+        Part(
+            "containerd",
+            CONTAINERD_PROGRAMS,
+            {
+                "go": go,
+                "gcc": gcc,
+                "version": v.containerd.version,
+                "module_sum": v.containerd.module_sum,
+                "module_gomod_sum": v.containerd.module_gomod_sum,
+                "flags": containerd_flags(v.containerd),
             },
         ),
         Part(
@@ -423,6 +441,46 @@ def _etcd_ldflags() -> str:
 
 def _coredns_ldflags() -> str:
     return f"-s -w -X {COREDNS_COMMIT_VAR}=unknown"
+
+
+# Makefile.linux adds the shim to COMMANDS; containerd-stress is left out.
+CONTAINERD_PROGRAMS = (
+    Program("containerd", "./cmd/containerd", cgo=True),
+    Program("containerd-shim-runc-v2", "./cmd/containerd-shim-runc-v2"),
+    Program("ctr", "./cmd/ctr", cgo=True),
+)
+
+
+def containerd_flags(pin: GoModulePin) -> dict[str, list[str]]:
+    """``go build`` flags per program, as upstream's Makefile gives them for ``make release``.
+
+    That is the release tarball containerd-<v>-linux-amd64 (not STATIC=1):
+    containerd and ctr with cgo as position-independent executables
+    (Makefile.linux GO_GCFLAGS), tag urfave_cli_no_docs; the shim static
+    without cgo (SHIM_CGO_ENABLED=0) and with no_grpc. VERSION is the tag
+    ``git describe`` gives; REVISION is empty, as the Makefile makes it
+    without a git tree (the module zip has none).
+    """
+    stamp = " ".join(
+        f"-X {CONTAINERD_PACKAGE}/version.{key}={value}"
+        for key, value in (
+            ("Version", pin.version),
+            ("Revision", ""),
+            ("Package", CONTAINERD_PACKAGE),
+        )
+    )
+    tags = "urfave_cli_no_docs"
+    daemon = ["-buildmode=pie", "-tags", tags, "-ldflags", f"{stamp} -s -w"]
+    return {
+        "containerd": list(daemon),
+        "containerd-shim-runc-v2": [
+            "-tags",
+            f"{tags},no_grpc",
+            "-ldflags",
+            f'{stamp} -extldflags "-static" -s -w',
+        ],
+        "ctr": list(daemon),
+    }
 
 
 # --- locations ---------------------------------------------------------------------
@@ -702,11 +760,43 @@ def _build_coredns(part: Part, p: Plan, work: Path, out: Path, progress: _Progre
     )
 
 
+def _build_containerd(part: Part, p: Plan, work: Path, out: Path, progress: _Progress) -> None:
+    pin = p.versions.containerd
+    found = _go_download([(pin.module, pin.version)], work)[pin.module]
+    for key, want in (("Sum", pin.module_sum), ("GoModSum", pin.module_gomod_sum)):
+        if found.get(key) != want:
+            name = "module_sum" if key == "Sum" else "module_gomod_sum"
+            raise ArtifactError(
+                f"{pin.module}@{pin.version}: proxy gave {key} {found.get(key)}, "
+                f"versions.yml containerd.{name} pins {want}"
+            )
+    # containerd is its own main module, built as its Makefile does from the
+    # root; a writable copy because go -mod=mod may touch go.sum.
+    d = work / "containerd"
+    shutil.copytree(Path(found["Dir"]), d)
+    for path in [d, *d.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o200)
+    flags: Mapping[str, Sequence[str]] = part.recipe["flags"]
+    for program in part.programs:
+        progress.step("building", program.name)
+        started = time.monotonic()
+        argv = ["go", "build", "-trimpath", *flags[program.name]]
+        argv += ["-o", str(out / program.name), program.package]
+        _run(
+            argv,
+            d,
+            f"building {program.name} from {pin.module}@{pin.version}",
+            _go_env(program.cgo),
+        )
+        log(f"  {program.name}: {time.monotonic() - started:.0f} s")
+
+
 _BUILDERS: dict[str, Callable[[Part, Plan, Path, Path, _Progress], None]] = {
     "kubernetes": _build_kubernetes,
     "kubelet": _build_kubernetes,
     "pause": _build_pause,
     "etcd": _build_etcd,
+    "containerd": _build_containerd,
     "coredns": _build_coredns,
 }
 
@@ -988,6 +1078,7 @@ def _manifest(p: Plan, images: list[dict[str, str]]) -> dict[str, Any]:
         "kubernetes": k8s.version,
         "kubelet": kubelet_version(k8s),
         "etcd": p.versions.etcd.version,
+        "containerd": p.versions.containerd.version,
         "patch_hash": p.patch_hash,
         "build_date": p.build_date,
         "keys": p.bundle_key,

@@ -7,6 +7,7 @@ of minutes). Everything after runs the built programs themselves.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -27,6 +28,7 @@ from infra.kubelet_patch import download_kubernetes
 pytestmark = pytest.mark.integration
 
 STOCK = ("kubeadm", "kubectl", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+CONTAINERD = ("containerd", "containerd-shim-runc-v2", "ctr")
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ def _run(*argv: str | Path) -> str:
 
 def test_bundle_layout(bundle: Bundle) -> None:
     names = sorted(p.name for p in (bundle.root / "bin").iterdir())
-    assert names == sorted([*STOCK, "kubelet", "etcd", "etcdctl"])
+    assert names == sorted([*STOCK, "kubelet", "etcd", "etcdctl", *CONTAINERD])
     assert (bundle.root / "SHA256SUMS").is_file()
     pin = load_versions().kubernetes
     assert bundle.root.name.startswith(pin.version + "-")
@@ -116,6 +118,19 @@ def test_etcd_reports_the_pin(bundle: Bundle) -> None:
     assert f"etcdctl version: {pin.version[1:]}" in out
 
 
+def test_containerd_reports_the_pin(bundle: Bundle) -> None:
+    pin = load_versions().containerd
+    out = _run(bundle.root / "bin" / "containerd", "--version").split()
+    assert out[:3] == ["containerd", pin.module, pin.version], out
+    assert _run(bundle.root / "bin" / "ctr", "--version").split() == [
+        "ctr",
+        pin.module,
+        pin.version,
+    ]
+    manifest = json.loads((bundle.root / "manifest.json").read_text())
+    assert manifest["containerd"] == pin.version
+
+
 def _interpreter(path: Path) -> bytes | None:
     """The ELF PT_INTERP (dynamic loader) of a 64-bit little-endian binary, if any."""
     with path.open("rb") as fh:
@@ -137,10 +152,12 @@ def _interpreter(path: Path) -> bytes | None:
 
 
 def test_static_where_upstream_is_static(bundle: Bundle) -> None:
-    for name in (*STOCK, "etcd", "etcdctl"):
+    for name in (*STOCK, "etcd", "etcdctl", "containerd-shim-runc-v2"):
         assert _interpreter(bundle.root / "bin" / name) is None, f"{name} is not static"
-    # Upstream builds the kubelet with cgo (it is not in KUBE_STATIC_BINARIES).
-    assert _interpreter(bundle.root / "bin" / "kubelet") is not None
+    # Upstream builds the kubelet with cgo (it is not in KUBE_STATIC_BINARIES),
+    # and containerd's release tarball has containerd and ctr with cgo.
+    for name in ("kubelet", "containerd", "ctr"):
+        assert _interpreter(bundle.root / "bin" / name) is not None, f"{name} is static"
 
 
 def _archive_refs(path: Path) -> list[str]:
@@ -222,3 +239,13 @@ def test_a_changed_patch_changes_only_the_kubelet_key(monkeypatch: pytest.Monkey
 def test_unfetchable_module_is_named(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match=re.escape("k8s.io/api@v0.36.999")):
         artifacts._go_download([("k8s.io/api", "v0.36.999")], tmp_path)
+
+
+def test_containerd_module_sum_is_checked(tmp_path: Path) -> None:
+    v = load_versions()
+    wrong = "h1:" + "A" * 43 + "="
+    v = dataclasses.replace(v, containerd=dataclasses.replace(v.containerd, module_sum=wrong))
+    p = artifacts.plan(v)
+    (part,) = [part for part in p.parts if part.name == "containerd"]
+    with pytest.raises(ArtifactError, match=re.escape("versions.yml containerd.module_sum")):
+        artifacts._build_containerd(part, p, tmp_path, tmp_path, artifacts._Progress(3))

@@ -53,6 +53,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,7 @@ from infra.config import ConfigError, load_inventory, load_versions, validate_ex
 __all__ = [
     "Capacity",
     "Cluster",
+    "ConflictError",
     "LinkSpeed",
     "NodeState",
     "Outcome",
@@ -95,6 +97,8 @@ PARAVIRTUAL_DRIVERS = frozenset({"virtio_net", "vmxnet3", "vif"})  # vif: xen-ne
 # a VLAN has its parent's); every other virtual device has no link speed.
 SPEED_CARRYING_DEVTYPES = frozenset({"bond", "vlan"})
 ARPHRD_LOOPBACK = 772
+# Patches are conditional on the Node's resourceVersion; a busy Node is re-read.
+PATCH_ATTEMPTS = 5
 
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
@@ -107,6 +111,10 @@ OVERRIDE_HINT = (
 
 class SloError(ValueError):
     """Input a user can fix; the message names the node, interface or value."""
+
+
+class ConflictError(RuntimeError):
+    """The Node changed between reading and patching it; read it again."""
 
 
 # --------------------------------------------------------------------------
@@ -380,8 +388,26 @@ class Cluster:
     def nodes(self) -> list[NodeState]:
         return [_state(n) for n in self.core.list_node().items]
 
-    def patch_status(self, name: str, ops: list[dict[str, Any]]) -> NodeState:
-        node = self.core.patch_node_status(name, ops, _content_type="application/json-patch+json")
+    def patch_status(self, state: NodeState, ops: list[dict[str, Any]]) -> NodeState:
+        """Apply ``ops`` only to the Node as ``state`` saw it, else raise :class:`ConflictError`.
+
+        The patch starts with a JSON patch ``test`` of the resourceVersion: an
+        ``add`` of a whole capacity map computed from a Node without one must
+        not replace the map a kubelet wrote in between.
+        """
+        guard = {"op": "test", "path": "/metadata/resourceVersion", "value": state.resource_version}
+        try:
+            node = self.core.patch_node_status(
+                state.name, [guard, *ops], _content_type="application/json-patch+json"
+            )
+        except ApiException as exc:
+            # A failed test op answers 422 Invalid, like any other invalid patch:
+            # it was the guard if the Node has moved on.
+            if exc.status in (409, 422):
+                now = self.node(state.name)
+                if now is None or now.resource_version != state.resource_version:
+                    raise ConflictError(f"node {state.name} changed while being patched") from None
+            raise
         return _state(node)
 
     def requested(self, resource: str) -> dict[str, Decimal]:
@@ -450,18 +476,37 @@ def _fetch_all(cluster: Cluster, names: Sequence[str]) -> dict[str, NodeState]:
     return {n: s for n, s in states.items() if s is not None}
 
 
+def _apply(
+    cluster: Cluster, state: NodeState, make_ops: Callable[[NodeState], list[dict[str, Any]]]
+) -> bool:
+    """Patch ``state``'s Node with ``make_ops``, re-reading it on a conflict; True if changed."""
+    for _ in range(PATCH_ATTEMPTS):
+        ops = make_ops(state)
+        if not ops:
+            return False
+        try:
+            cluster.patch_status(state, ops)
+            return True
+        except ConflictError:
+            fresh = cluster.node(state.name)
+            if fresh is None:
+                raise SloError(f"node {state.name} was deleted while being patched") from None
+            state = fresh
+    raise ConflictError(f"node {state.name} kept changing: gave up after {PATCH_ATTEMPTS} attempts")
+
+
 def register(cluster: Cluster, capacities: Sequence[Capacity], resource: str) -> list[Outcome]:
     """Set every node's capacity; all nodes are looked up before any is patched."""
     states = _fetch_all(cluster, [c.node for c in capacities])
-    plans = [(c, register_ops(states[c.node], resource, c.mbps)) for c in capacities]
     out = []
-    for cap, ops in plans:
+    for cap in capacities:
         what = f"{resource} {cap.mbps} ({cap.source})"
-        if not ops:
+        if _apply(
+            cluster, states[cap.node], partial(register_ops, resource=resource, mbps=cap.mbps)
+        ):
+            out.append(Outcome(cap.node, True, f"node {cap.node}: set {what}"))
+        else:
             out.append(Outcome(cap.node, False, f"node {cap.node}: {what} already set, no change"))
-            continue
-        cluster.patch_status(cap.node, ops)
-        out.append(Outcome(cap.node, True, f"node {cap.node}: set {what}"))
     return out
 
 
@@ -481,12 +526,10 @@ def unregister(cluster: Cluster, names: Sequence[str] | None, resource: str) -> 
         states = _fetch_all(cluster, names)
     out = []
     for name in names:
-        ops = unregister_ops(states[name], resource)
-        if not ops:
+        if _apply(cluster, states[name], lambda s: unregister_ops(s, resource)):
+            out.append(Outcome(name, True, f"node {name}: removed {resource}"))
+        else:
             out.append(Outcome(name, False, f"node {name}: no {resource}, no change"))
-            continue
-        cluster.patch_status(name, ops)
-        out.append(Outcome(name, True, f"node {name}: removed {resource}"))
     return out
 
 
@@ -544,7 +587,10 @@ def watch(
                     continue
                 ops = register_ops(state, resource, cap.mbps)
                 if ops:
-                    cluster.patch_status(node, ops)
+                    try:
+                        cluster.patch_status(state, ops)
+                    except ConflictError:
+                        continue  # the newer state is the next event
                     log(f"node {node}: set {resource} {cap.mbps} ({cap.source})")
                 if stop():
                     return
@@ -720,6 +766,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SloError, ConfigError) as exc:
         print(f"depcon-slo: error: {exc}", file=sys.stderr)
         return 2
+    except ConflictError as exc:
+        print(f"depcon-slo: {exc}", file=sys.stderr)
+        return 1
     except ApiException as exc:
         print(f"depcon-slo: API error {exc.status} {exc.reason}: {exc.body}", file=sys.stderr)
         return 1

@@ -2,19 +2,29 @@
 
 The first test builds the bundle (cached under cache_dir(): a no-op when an
 earlier run built it at the same pins and patches; a cold build takes tens
-of minutes). Everything after runs the built programs themselves.
+of minutes). Everything after runs the built programs themselves, down to a
+real containerd from the bundle (as root, with its own root, state and socket
+under a temp dir) that imports every image, unpacks it and runs etcd from it
+with the pinned Debian runc.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import hashlib
 import io
 import json
+import os
 import re
+import shutil
+import signal
 import subprocess
 import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -239,6 +249,243 @@ def test_a_changed_patch_changes_only_the_kubelet_key(monkeypatch: pytest.Monkey
 def test_unfetchable_module_is_named(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match=re.escape("k8s.io/api@v0.36.999")):
         artifacts._go_download([("k8s.io/api", "v0.36.999")], tmp_path)
+
+
+# --- a real containerd from the bundle ---------------------------------------------------
+
+# The namespace the kubelet's CRI uses: imported images land where it looks.
+K8S_NAMESPACE = "k8s.io"
+# containerd 2.x plugins that would otherwise touch host paths (/opt/containerd,
+# /var/run/nri) or the host's CNI setup; this daemon only stores and runs images.
+_DISABLED_PLUGINS = (
+    "io.containerd.grpc.v1.cri",
+    "io.containerd.cri.v1.images",
+    "io.containerd.cri.v1.runtime",
+    "io.containerd.podsandbox.controller.v1.podsandbox",
+    "io.containerd.nri.v1.nri",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Containerd:
+    """A containerd from the bundle, private to the test (own root, state, socket)."""
+
+    bin: Path  # the bundle's bin/
+    dir: Path  # root/, state/, sockets, logs
+    snapshotter: str
+    cgroup_parent: str  # per-run parent, so teardown can remove what runc left
+
+    @property
+    def socket(self) -> Path:
+        return self.dir / "containerd.sock"
+
+    def ctr(self, *args: str | Path, timeout: float = 120) -> str:
+        argv = [self.bin / "ctr", "-a", self.socket, "-n", K8S_NAMESPACE, *args]
+        proc = subprocess.run(
+            [str(a) for a in argv], capture_output=True, text=True, check=False, timeout=timeout
+        )
+        log = (self.dir / "containerd.log").read_text(errors="replace").splitlines()[-20:]
+        assert proc.returncode == 0, (
+            f"{' '.join(map(str, argv))}: {proc.stderr}\ncontainerd log tail:\n" + "\n".join(log)
+        )
+        return proc.stdout
+
+
+def _containerd_config(d: Path) -> str:
+    disabled = ", ".join(f'"{p}"' for p in _DISABLED_PLUGINS)
+    return f"""version = 3
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = [{disabled}]
+
+[grpc]
+  address = "{d}/containerd.sock"
+
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+
+[plugins."io.containerd.shim.v1.manager"]
+  socket_dir = "{d}/s"
+"""
+
+
+def _mounts_under(d: Path) -> list[str]:
+    """Mount points below ``d``, deepest first (mountinfo field 5 is the mount point)."""
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point == str(d) or point.startswith(f"{d}/"):
+            points.append(point)
+    return sorted(points, key=len, reverse=True)
+
+
+def _stop(proc: subprocess.Popen[bytes], ctrd: Containerd) -> None:
+    """Stop tasks, containerd and its shims; unmount; remove cgroups: also after a failure."""
+    d = ctrd.dir
+    if proc.poll() is None:
+        with contextlib.suppress(AssertionError, subprocess.TimeoutExpired):
+            for task in ctrd.ctr("tasks", "ls", "-q", timeout=30).split():
+                ctrd.ctr("tasks", "delete", "--force", task, timeout=30)
+                ctrd.ctr("containers", "delete", task, timeout=30)
+    shim_pids = [
+        int(p.read_text().strip())
+        for p in (d / "state").glob("io.containerd.runtime.v2.task/*/*/shim.pid")
+        if p.read_text().strip().isdigit()
+    ]
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    for pid in shim_pids:  # only shims this daemon started, by their pid
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/exe").resolve() == ctrd.bin / "containerd-shim-runc-v2":
+                os.kill(pid, signal.SIGKILL)
+    for point in _mounts_under(d):
+        subprocess.run(["umount", "--lazy", point], check=False, capture_output=True)
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        parent = hierarchy / ctrd.cgroup_parent.strip("/")
+        if parent.is_dir():
+            for child in sorted(parent.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                if child.is_dir():
+                    with contextlib.suppress(OSError):
+                        child.rmdir()
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _snapshotter(plugins: str) -> str:
+    """overlayfs when this kernel and file system take it (containerd checks), else native."""
+    for line in plugins.splitlines():
+        fields = line.split()
+        if fields[:2] == ["io.containerd.snapshotter.v1", "overlayfs"]:
+            return "overlayfs" if fields[-1] == "ok" else "native"
+    return "native"
+
+
+@pytest.fixture(scope="module")
+def containerd(bundle: Bundle) -> Iterator[Containerd]:
+    if os.geteuid() != 0:
+        pytest.skip("a real containerd needs root (mounts, snapshots)")
+    # Under /tmp, short: shim sockets are <socket_dir>/<64 hex>, at most 108 bytes.
+    d = Path(tempfile.mkdtemp(prefix="depcon-ctrd-", dir="/tmp"))
+    (d / "config.toml").write_text(_containerd_config(d))
+    path = os.environ.get("PATH", "")
+    # The shim is looked up on PATH, runc on the shim's (Debian's /usr/sbin/runc).
+    env = {**os.environ, "PATH": f"{bundle.root / 'bin'}:{path}:/usr/sbin:/sbin"}
+    with (d / "containerd.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [str(bundle.root / "bin" / "containerd"), "--config", str(d / "config.toml")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    ctrd = Containerd(bundle.root / "bin", d, "native", f"/{d.name}")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            probe = subprocess.run(
+                [str(bundle.root / "bin" / "ctr"), "-a", str(d / "containerd.sock"), "version"],
+                capture_output=True,
+                check=False,
+                timeout=30,
+            )
+            if probe.returncode == 0:
+                break
+            tail = (d / "containerd.log").read_text(errors="replace")[-3000:]
+            assert proc.poll() is None, f"containerd exited {proc.returncode}:\n{tail}"
+            assert time.monotonic() < deadline, f"containerd did not answer in 60 s:\n{tail}"
+            time.sleep(0.5)
+        ctrd = dataclasses.replace(ctrd, snapshotter=_snapshotter(ctrd.ctr("plugins", "ls")))
+        yield ctrd
+    finally:
+        _stop(proc, ctrd)
+
+
+@pytest.fixture(scope="module")
+def imported(bundle: Bundle, containerd: Containerd) -> set[str]:
+    """Import every archive of images/ with `ctr images import`, as a node would."""
+    for archive in sorted((bundle.root / "images").glob("*.tar")):
+        containerd.ctr(
+            "images", "import", "--snapshotter", containerd.snapshotter, archive, timeout=300
+        )
+    return set(containerd.ctr("images", "ls", "-q").split())
+
+
+def test_containerd_imports_what_kubeadm_looks_up(bundle: Bundle, imported: set[str]) -> None:
+    pin = load_versions().kubernetes
+    out = _run(
+        bundle.root / "bin" / "kubeadm",
+        "config",
+        "images",
+        "list",
+        "--kubernetes-version",
+        pin.version,
+    )
+    wanted = {
+        ref for ref in out.split() if ref.rsplit(":", 1)[0].split("/", 1)[1] not in MISSING_IMAGES
+    }
+    assert imported == wanted
+
+
+def test_containerd_unpacked_every_image(containerd: Containerd, imported: set[str]) -> None:
+    """Each image is complete and unpacked, and its root file system holds its entrypoint."""
+    rows = containerd.ctr("images", "check", "--snapshotter", containerd.snapshotter)
+    # REF TYPE DIGEST STATUS SIZE UNPACKED; STATUS is "complete (n/n)".
+    status = {line.split()[0]: line for line in rows.splitlines()[1:] if line.strip()}
+    assert set(status) == imported
+    for line in status.values():
+        assert " complete " in line and line.split()[-1] == "true", line
+    images = {image.ref: image for image in artifacts.expected_images(load_versions())}
+    for ref in sorted(imported):
+        image = images[ref]
+        # A target per image: ctr names the mount's lease and snapshot after it.
+        target = containerd.dir / f"mnt-{image.archive_name.removesuffix('.tar')}"
+        target.mkdir()
+        try:
+            containerd.ctr("images", "mount", "--snapshotter", containerd.snapshotter, ref, target)
+            entry = target / image.entrypoint[0].lstrip("/")
+            assert entry.is_file() and os.access(entry, os.X_OK), f"{ref}: no {entry}"
+            for path, xattr in image.capabilities.items():
+                assert os.getxattr(target / path, "security.capability") == xattr, ref
+        finally:
+            containerd.ctr(
+                "images", "unmount", "--snapshotter", containerd.snapshotter, "--rm", target
+            )
+            target.rmdir()
+
+
+def test_containerd_runs_etcd_from_its_image(containerd: Containerd, imported: set[str]) -> None:
+    """`ctr run` of the etcd image with the pinned Debian runc: the whole runtime path."""
+    if shutil.which("runc", path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+        pytest.skip("runc is not installed (versions.yml runc): run `make setup`")
+    v = load_versions()
+    ref = f"{v.kubernetes.image_repository}/etcd:{v.etcd.image_tag}"
+    assert ref in imported
+    out = containerd.ctr(
+        "run",
+        "--rm",
+        "--snapshotter",
+        containerd.snapshotter,
+        "--runc-root",
+        containerd.dir / "runc",
+        "--fifo-dir",
+        containerd.dir / "fifo",
+        "--cgroup",
+        f"{containerd.cgroup_parent}/etcd-version",
+        ref,
+        "etcd-version",
+        "/usr/local/bin/etcd",
+        "--version",
+    )
+    assert f"etcd Version: {v.etcd.version[1:]}" in out, out
 
 
 def test_containerd_module_sum_is_checked(tmp_path: Path) -> None:

@@ -1,14 +1,12 @@
 """infra/slo.py without a cluster: link speeds from a sysfs-like tree, overrides, patches, errors.
 
-The tree under tmp_path is laid out as the kernel lays out /sys (class/net/IF
-symlinks into devices/, a device's driver link), so read_link_speed walks it
-exactly as it walks the real one; tests/integration/test_slo.py reads the real
-/sys, a veth pair included.
+tests/fake_sysfs.py lays the tree out as the kernel lays out /sys, so
+read_link_speed walks it as it walks the real one; tests/integration/test_slo.py
+reads the real /sys, a veth pair included.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -17,73 +15,11 @@ from kubernetes import client as k8s
 
 from infra import slo
 from infra.slo import Capacity, NodeState, SloError
+from tests.fake_sysfs import FakeSysfs
 
 pytestmark = pytest.mark.unit
 
 RESOURCE = "example.com/SLO"
-
-
-class FakeSysfs:
-    """Builds /sys/class/net entries under a temporary root."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        (root / "class" / "net").mkdir(parents=True)
-
-    def _link(self, name: str, device_dir: Path) -> Path:
-        dev = device_dir / "net" / name
-        dev.mkdir(parents=True)
-        (self.root / "class" / "net" / name).symlink_to(
-            os.path.relpath(dev, self.root / "class/net")
-        )
-        return dev
-
-    def nic(self, name: str, speed: str | None, driver: str = "e1000e", ifindex: int = 2) -> Path:
-        """A PCI NIC bound to ``driver``; ``speed`` None: no speed file."""
-        pci = self.root / "devices" / "pci0000:00" / f"0000:00:0{ifindex}.0"
-        drv = self.root / "bus" / "pci" / "drivers" / driver
-        drv.mkdir(parents=True, exist_ok=True)
-        dev = self._link(name, pci)
-        (pci / "driver").symlink_to(os.path.relpath(drv, pci))
-        (dev / "device").symlink_to(os.path.relpath(pci, dev))
-        self._attrs(dev, speed, ifindex=ifindex, iflink=ifindex, devtype=None)
-        return dev
-
-    def virtual(
-        self,
-        name: str,
-        speed: str | None,
-        *,
-        ifindex: int = 5,
-        iflink: int | None = None,
-        devtype: str | None = None,
-        arphrd: int = 1,
-    ) -> Path:
-        dev = self._link(name, self.root / "devices" / "virtual")
-        self._attrs(
-            dev, speed, ifindex=ifindex, iflink=iflink or ifindex, devtype=devtype, arphrd=arphrd
-        )
-        return dev
-
-    @staticmethod
-    def _attrs(
-        dev: Path,
-        speed: str | None,
-        *,
-        ifindex: int,
-        iflink: int,
-        devtype: str | None,
-        arphrd: int = 1,
-    ) -> None:
-        if speed is not None:
-            (dev / "speed").write_text(speed + "\n")
-        (dev / "ifindex").write_text(f"{ifindex}\n")
-        (dev / "iflink").write_text(f"{iflink}\n")
-        (dev / "type").write_text(f"{arphrd}\n")
-        uevent = f"INTERFACE={dev.name}\nIFINDEX={ifindex}\n"
-        if devtype:
-            uevent = f"DEVTYPE={devtype}\n" + uevent
-        (dev / "uevent").write_text(uevent)
 
 
 @pytest.fixture

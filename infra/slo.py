@@ -397,9 +397,9 @@ class Cluster:
         """
         guard = {"op": "test", "path": "/metadata/resourceVersion", "value": state.resource_version}
         try:
-            node = self.core.patch_node_status(
-                state.name, [guard, *ops], _content_type="application/json-patch+json"
-            )
+            # A list body goes as application/json-patch+json: the first type
+            # the generated client offers, in v22 (Debian 12) as in v37.
+            node = self.core.patch_node_status(state.name, [guard, *ops])
         except ApiException as exc:
             # A failed test op answers 422 Invalid, like any other invalid patch:
             # it was the guard if the Node has moved on.

@@ -431,3 +431,109 @@ def test_the_unit_command_restores_what_a_restarting_kubelet_drops(
     assert lines[0] == f"node {name}: keeping {R} registered (watching the Node)"
     restored = f"node {name}: set {R} 1000 (override; lo: virtual interface (loopback): "
     assert sum(line.startswith(restored) for line in lines) == 4, lines
+
+
+# -- on a node's own Python: Debian 12's python3-kubernetes ---------------------
+
+# roles/slo_capacity runs depcon-slo on the node with Debian's packages, not the
+# project's venv: python3-kubernetes 22.6 with urllib3 1.26, where the venv has
+# the current client. These are its Depends, recursively, minus what python3 has.
+DEBIAN_PACKAGES = [
+    "python3-kubernetes",
+    "python3-cachetools",
+    "python3-certifi",
+    "python3-chardet",
+    "python3-charset-normalizer",
+    "python3-dateutil",
+    "python3-google-auth",
+    "python3-idna",
+    "python3-oauthlib",
+    "python3-pkg-resources",
+    "python3-pyasn1",
+    "python3-pyasn1-modules",
+    "python3-requests",
+    "python3-requests-oauthlib",
+    "python3-rsa",
+    "python3-six",
+    "python3-urllib3",
+    "python3-websocket",
+]
+
+
+@pytest.fixture(scope="module")
+def debian_cli(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """depcon-slo under /usr/bin/python3 with the Debian packages unpacked beside it."""
+    if not (Path("/usr/bin/python3").exists() and shutil.which("apt-get")):
+        pytest.skip("needs Debian's /usr/bin/python3 and apt-get")
+    check = subprocess.run(["/usr/bin/python3", "-c", "import yaml"], check=False)
+    if check.returncode != 0:
+        pytest.skip("/usr/bin/python3 has no yaml (python3-yaml)")
+    d = tmp_path_factory.mktemp("debian-python")
+    got = subprocess.run(
+        ["apt-get", "download", *DEBIAN_PACKAGES],
+        cwd=d,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    if got.returncode != 0:
+        pytest.skip(f"apt-get download failed: {got.stderr.strip()[-300:]}")
+    for deb in d.glob("*.deb"):
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(d / "root")], check=True)
+    site = d / "root" / "usr" / "lib" / "python3" / "dist-packages"
+    return [
+        "/usr/bin/env",
+        f"PYTHONPATH={site}:{repo_root()}",
+        "/usr/bin/python3",
+        "-m",
+        "infra.slo",
+    ]
+
+
+def test_on_debian12_python_kubernetes(
+    control_plane: ControlPlane,
+    new_node: Callable[[], str],
+    debian_cli: list[str],
+    nic: FakeSysfs,
+    tmp_path: Path,
+) -> None:
+    core = client.CoreV1Api(control_plane.api_client())
+
+    def run(args: list[str]) -> subprocess.CompletedProcess[str]:
+        argv = [*debian_cli, *args, "--kubeconfig", str(control_plane.kubeconfig)]
+        return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+
+    version = subprocess.run(
+        [*debian_cli[:-2], "-c", "import kubernetes; print(kubernetes.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert version.stdout.startswith("22.")
+    name = new_node()
+    args = ["register", "--node", name, "--interface", "eno1", "--sysfs-root", str(nic.root)]
+    assert run(args).stdout == f"node {name}: set {R} 25000 (link speed of eno1)\n"
+    before = rv(core, name)
+    assert "already set, no change" in run(args).stdout
+    assert rv(core, name) == before
+    assert name in run(["show"]).stdout
+
+    unit = render_unit(
+        slo_capacity_command=shlex.join(debian_cli),
+        slo_capacity_node_name=name,
+        slo_capacity_kubeconfig=str(control_plane.kubeconfig),
+        slo_capacity_resync_seconds=3600,
+    )
+    log = tmp_path / "depcon-slo.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(exec_start(unit), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: slo_of(core, name) == ("1k", "1k"))  # the unit's lo + override
+        core.patch_node_status(name, {"status": {"capacity": {R: "0"}, "allocatable": {R: "0"}}})
+        wait_for(lambda: slo_of(core, name) == ("1k", "1k"))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+    assert run(["unregister", "--node", name]).stdout == f"node {name}: removed {R}\n"
+    assert slo_of(core, name) == (None, None)

@@ -6,7 +6,9 @@ sender in its own cgroup) with the same SLO next to a two-thread CPU hog, under
 (a) vif, (b) a static CPU limit (the node split evenly between the containers and the
 hog, as Guaranteed pods sized to fill a node would get), (c) no limit, (d) the CNI
 bandwidth plugin's method (tc token bucket at the SLO). The SLO is what one sender
-gets from 20% of a CPU in the sweep. Writes reports/bench/vif.json and vif.png.
+gets from 20% of a CPU in the sweep. Then vif alone again at N = 2 (with the goal
+change) with the module reloaded at period_ms 100, 200 and 500: convergence and spread
+per period, the measurement behind the default. Writes reports/bench/vif.json and vif.png.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from infra.vm import VM_LIB, kernel_by_name, run_script
 HERE = Path(__file__).resolve().parent
 SETTLE_S = 4.0  # samples before this are convergence, not steady state
 CONFIGS = ("vif", "static", "none", "tbf")
+PERIOD_CFG = "vifp"  # period sweep runs: cfg vifp<period_ms>
 
 
 def _records(output: str, kind: str) -> list[dict[str, str]]:
@@ -45,6 +48,13 @@ def _convergence(
         if ts[k] >= start and (bws[k] + bws[k - 1]) / 2 >= 0.95 * goal:
             return ts[k] - start
     return None
+
+
+def _worst(times: list[float | None]) -> float | None:
+    """The slowest convergence; None (never) if any container did not converge."""
+    if not times or any(t is None for t in times):
+        return None
+    return max(t for t in times if t is not None)
 
 
 def summarize(output: str) -> dict[str, Any]:
@@ -96,6 +106,27 @@ def summarize(output: str) -> dict[str, Any]:
                 or None,
             }
         )
+    sweep_cfgs = [c for c in configs if c["config"].startswith(PERIOD_CFG)]
+    configs = [c for c in configs if not c["config"].startswith(PERIOD_CFG)]
+    period_sweep = sorted(
+        (
+            {
+                "period_ms": int(c["config"][len(PERIOD_CFG) :]),
+                "n": c["n"],
+                "slo_met_share": c["slo_met_share"],
+                "spread_pct_of_goal": c["spread_pct_of_goal"],
+                "total_mbps": c["total_mbps"],
+                "cpu_seconds": c["cpu_seconds"],
+                "convergence_s": c["convergence_s"],
+                "convergence_after_goal_change_s": c["convergence_after_goal_change_s"],
+                "worst_convergence_s": _worst(
+                    c["convergence_s"] + (c["convergence_after_goal_change_s"] or [])
+                ),
+            }
+            for c in sweep_cfgs
+        ),
+        key=lambda r: r["period_ms"],
+    )
     overhead = _records(output, "overhead")
     over: dict[str, Any] = {}
     if overhead:
@@ -111,6 +142,7 @@ def summarize(output: str) -> dict[str, Any]:
         "sweep_bw_mbps_by_quota_pct": sweep,
         "smallest_static_quota_pct_meeting_goal": smallest_static,
         "configs": configs,
+        "period_sweep": period_sweep,
         "overhead": over,
     }
 
@@ -157,7 +189,28 @@ def plot(output: str, summary: dict[str, Any], path: Path) -> None:
     ax.set_xticks([x + 1.5 * width for x in range(len(ns))], [f"N={n}" for n in ns])
     ax.set_title(f"share of containers meeting {goal:.0f} Mbps")
     ax.legend()
-    axes[1][len(ns)].axis("off")
+    ax = axes[1][len(ns)]
+    sweep = summary.get("period_sweep") or []
+    if sweep:
+        xs = [str(r["period_ms"]) for r in sweep]
+        conv = [r["worst_convergence_s"] or 0.0 for r in sweep]
+        spread = [r["spread_pct_of_goal"] for r in sweep]
+        ax.bar([x - 0.2 for x in range(len(xs))], conv, 0.4, label="worst convergence (s)")
+        ax2 = ax.twinx()
+        ax2.bar(
+            [x + 0.2 for x in range(len(xs))], spread, 0.4, color="C1", label="spread (% of goal)"
+        )
+        ax.set_xticks(range(len(xs)), xs)
+        ax.set_xlabel("period_ms (vif, N=2, with goal change)")
+        ax.set_ylabel("s")
+        ax2.set_ylabel("% of goal")
+        ax.set_ylim(0, max([*conv, 0.1]) * 1.5)
+        ax2.set_ylim(0, max([*spread, 0.1]) * 1.5)
+        ax.set_title("period_ms sweep (0 s: never converged)")
+        ax.legend(loc="upper left", fontsize=7)
+        ax2.legend(loc="upper right", fontsize=7)
+    else:
+        ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
 
@@ -183,6 +236,12 @@ def main() -> int:
             f"N={c['n']} {c['config']:7s} SLO met {c['slo_met_share']:.0%} "
             f"spread {c['spread_pct_of_goal']}% total {c['total_mbps']} Mbps "
             f"CPU {c['cpu_seconds']} s"
+        )
+    for r in summary["period_sweep"]:
+        print(
+            f"period_ms={r['period_ms']} convergence {r['convergence_s']} "
+            f"after goal change {r['convergence_after_goal_change_s']} "
+            f"spread {r['spread_pct_of_goal']}% SLO met {r['slo_met_share']:.0%}"
         )
     print(f"wrote {out / 'vif.json'} and {out / 'vif.png'}")
     return 0

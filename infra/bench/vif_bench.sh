@@ -56,6 +56,8 @@ done
 
 run() { # run CONFIG N GOAL
 	cfg=$1
+	vif=false
+	case $cfg in vif*) vif=true ;; esac
 	n=$2
 	g=$3
 	pids=""
@@ -73,17 +75,17 @@ run() { # run CONFIG N GOAL
 	sleep 0.5
 	i=1
 	for p in $pids; do
-		[ $cfg = vif ] && wr $OSLAB/vif$i/goal $g >/dev/null
+		$vif && wr $OSLAB/vif$i/goal $g >/dev/null
 		wr $OSLAB/vif$i/pid $p >/dev/null
 		eval u0_$i=$(usage $i)
 		i=$((i + 1))
 	done
 	t0=$(cut -d' ' -f1 /proc/uptime)
 	samples=$((DUR * 2))
-	[ $cfg = vif ] && [ $n = 2 ] && samples=$((samples + 20))
+	$vif && [ $n = 2 ] && samples=$((samples + 20))
 	k=0
 	while [ $k -lt $samples ]; do
-		if [ $cfg = vif ] && [ $n = 2 ] && [ $k = $((DUR * 2)) ]; then
+		if $vif && [ $n = 2 ] && [ $k = $((DUR * 2)) ]; then
 			g=$((g / 2))
 			echo "# goal_change cfg=$cfg n=$n t=$(awk -v t0=$t0 '{print $1 - t0}' /proc/uptime) goal=$g"
 			for s in 1 2; do wr $OSLAB/vif$s/goal $g >/dev/null; done
@@ -116,6 +118,15 @@ for n in ${BENCH_N:-2 4 8}; do
 		run $cfg $n $GOAL
 	done
 done
+# period_ms sweep: vif, N = 2 with the goal change, next to the same hog,
+# the module reloaded with each period (cfg vifpP)
+for pm in ${BENCH_PERIODS:-100 200 500}; do
+	unload
+	load period_ms=$pm || { echo "insmod period_ms=$pm failed"; exit $KSFT_FAIL; }
+	run vifp$pm 2 $GOAL
+done
+unload
+load period_ms=${VIF_PERIOD_MS:-200} || { echo "insmod failed"; exit $KSFT_FAIL; }
 kill $HOGS
 
 # 3. module overhead: all 64 slots claimed by idle processes with goals

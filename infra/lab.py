@@ -21,8 +21,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from infra.config import ConfigError, load_project
 from infra.paths import repo_root
@@ -141,6 +142,98 @@ def stage_artifacts(ctx: LabContext) -> str:
     return f"{bundle.root} ({size / 2**20:.0f} MiB, kubelet {bundle.kubelet_version})"
 
 
+def stage_scheduler(ctx: LabContext) -> str:
+    """The DepCon profile and SLO capacity on a loopback control plane from the bundle.
+
+    The lab's nodes become API objects (no kubelets: placement needs none),
+    their SLO capacity is registered from the inventory's overrides with
+    depcon-slo's own code, and two pods probe the profile: one that fits lands
+    on a node, one that asks for more than any node has stays Pending with
+    the scheduler's Insufficient reason.
+    """
+    # Imported only when run: they pull in the Kubernetes client.
+    from kubernetes import client  # noqa: PLC0415
+
+    from infra import slo  # noqa: PLC0415
+    from infra.controlplane import ControlPlane, ControlPlaneError, add_node  # noqa: PLC0415
+    from infra.scheduler import SchedulerConfigError, SchedulerSettings, render  # noqa: PLC0415
+
+    try:
+        cfg = load_project(ctx.stack)
+        mode = "profile" if cfg.stack.scheduler_mode == "second-profile" else "default"
+        settings = SchedulerSettings.from_versions(
+            slo_resource=cfg.slo_resource_name, mode=mode, leader_elect=False
+        )
+        capacities = slo.capacities_from_inventory(cfg.inventory_path)
+    except (ConfigError, SchedulerConfigError, slo.SloError) as exc:
+        raise StageError(str(exc)) from exc
+    resource = cfg.slo_resource_name
+    try:
+        with ControlPlane() as cp:
+            settings = replace(settings, kubeconfig=str(cp.scheduler_kubeconfig))
+            sched = cp.start_scheduler(render(settings))
+            api = cp.api_client()
+            for cap in capacities:
+                add_node(api, cap.node, cpu="2", memory="4Gi")
+            for outcome in slo.register(slo.Cluster(api), capacities, resource):
+                log(outcome.message)
+            core = client.CoreV1Api(api)
+            biggest = max(c.mbps for c in capacities)
+            scheduler = settings.profile_name if mode == "profile" else "default-scheduler"
+            for name, mbps in (("fits", biggest // 2), ("too-big", biggest + 1)):
+                core.create_namespaced_pod(
+                    "default", _slo_pod(client, name, scheduler, resource, mbps)
+                )
+            placed = _wait_pod(core, "fits", lambda p: bool(p.spec.node_name))
+            pending = _wait_pod(core, "too-big", lambda p: _unschedulable(p) is not None)
+            reason = _unschedulable(pending) or ""
+            sched.stop()
+    except ControlPlaneError as exc:
+        raise StageError(str(exc)) from exc
+    if f"Insufficient {resource}" not in reason:
+        raise StageError(f"pod too-big is Pending without 'Insufficient {resource}': {reason}")
+    return (
+        f"{mode} mode: {len(capacities)} nodes registered; "
+        f"{biggest // 2} Mbps pod on {placed.spec.node_name}; "
+        f"{biggest + 1} Mbps pod Pending ({reason.strip()[:60]})"
+    )
+
+
+def _slo_pod(client: Any, name: str, scheduler: str, resource: str, mbps: int) -> Any:
+    limits = {"cpu": "100m", "memory": "64Mi", resource: str(mbps)}
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1PodSpec(
+            scheduler_name=scheduler,
+            containers=[
+                client.V1Container(
+                    name="netperf",
+                    image="example.invalid/netperf",
+                    resources=client.V1ResourceRequirements(limits=limits, requests=limits),
+                )
+            ],
+        ),
+    )
+
+
+def _unschedulable(pod: Any) -> str | None:
+    for cond in pod.status.conditions or []:
+        if cond.type == "PodScheduled" and cond.status == "False":
+            return str(cond.message or cond.reason)
+    return None
+
+
+def _wait_pod(core: Any, name: str, done: Callable[[Any], bool], timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        pod = core.read_namespaced_pod(name, "default")
+        if done(pod):
+            return pod
+        if time.monotonic() > deadline:
+            raise StageError(f"pod {name}: no scheduling decision within {timeout:.0f} s")
+        time.sleep(0.3)
+
+
 def _not_built(module: str) -> bool:
     return importlib.util.find_spec(module) is None
 
@@ -163,7 +256,12 @@ def stages() -> list[Stage]:
         ),
         Stage("vif-demo", "boot a VM, load vif, short SLO demo", stage_vif_demo, 3),
         Stage("artifacts", "Kubernetes bundle + patched kubelet", stage_artifacts, 4),
-        Stage("scheduler", "DepCon scheduler profile + SLO capacity", None, 5),
+        Stage(
+            "scheduler",
+            "DepCon profile + SLO capacity on a loopback control plane",
+            stage_scheduler,
+            5,
+        ),
         Stage("cluster", "lab VMs, kubeadm cluster, DepCon on it", None, 6),
         Stage("verify", "netperf pods meet their SLOs", None, 6),
     ]

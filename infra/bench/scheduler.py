@@ -1,7 +1,7 @@
 """``make bench-scheduler``: the DepCon profile against the stock profile, on a real control plane.
 
-Each run gets a fresh etcd + kube-apiserver + kube-scheduler v1.36.5
-(infra/controlplane.py) with the mode (a) configuration rendered from the
+Each run gets a fresh etcd + kube-apiserver + kube-scheduler at the pinned
+version (infra/controlplane.py) with the mode (a) configuration rendered from the
 template (infra/scheduler.py): one scheduler process, both profiles. Nodes are
 API objects, all of one size, each with a random SLO capacity and a random
 pre-bound load pod, so free CPU differs from node to node. The SLO pods
@@ -419,7 +419,8 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "decision_le_0_135_ms": decision_ms <= RESEARCH_DECISION_MS,
         },
         "method": (
-            "one kube-scheduler v1.36.5 per run (mode (a) config, client qps raised, -v=3), "
+            "one kube-scheduler at the pinned version per run (mode (a) config, "
+            "client qps raised, -v=3), "
             "pods created before it starts; pods/s from its Scheduled events' eventTime; "
             "latencies from its histograms; 2 shared CPUs run etcd, apiserver and scheduler"
         ),
@@ -465,7 +466,9 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         for r in runs
         if r.get("placement")
     ]
-    fig.suptitle("kube-scheduler v1.36.5, DepCon vs default profile; " + ", ".join(quality))
+    fig.suptitle(
+        f"kube-scheduler {summary['kubernetes']}, DepCon vs default profile; " + ", ".join(quality)
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

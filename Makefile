@@ -19,7 +19,7 @@ SHELL_SCRIPTS := scripts/setup .ci/run
 YAML_DIRS := roles playbooks inventory versions.yml Pulumi.yaml Pulumi.lab.yaml .yamllint .ansible-lint
 BENCHES := $(patsubst infra/bench/%.py,bench-%,$(filter-out infra/bench/__init__.py,$(wildcard infra/bench/*.py)))
 
-.PHONY: help setup lab test lint test-unit test-go test-kernel test-integration bench engine lock
+.PHONY: help setup lab test lint test-unit test-go test-kernel test-integration test-molecule bench engine lock
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
@@ -68,6 +68,15 @@ test-kernel: ## kernel module tests in a real kernel under qemu
 
 test-integration: ## integration tests (real Pulumi engine, Ansible)
 	@echo "== test: integration"; $(PY) -m pytest -m integration tests
+
+# Scenarios run by test-molecule; "node cluster" adds the two-VM site.yml run.
+MOLECULE_SCENARIOS ?= node
+
+test-molecule: setup ## molecule scenarios on Debian 12 VMs (qemu TCG; VM image cached)
+	@echo "== test: molecule ($(MOLECULE_SCENARIOS))"; \
+	$(PY) -m infra.artifacts build; \
+	export DEPCON_BUNDLE_DIR=$$($(PY) -m infra.artifacts path); \
+	for s in $(MOLECULE_SCENARIOS); do molecule test -s $$s; done
 
 bench: setup ## every benchmark (make bench-<name>); reports under reports/bench/
 	@if [ -z "$(BENCHES)" ]; then echo "no benchmarks in the tree yet"; fi

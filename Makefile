@@ -16,7 +16,7 @@ export GOTOOLCHAIN := local
 # Go modules of the project (the kubelet patch package, when it lands).
 GO_MODULES := $(patsubst %/go.mod,%,$(shell find . -name go.mod -not -path './.venv/*' 2>/dev/null))
 SHELL_SCRIPTS := scripts/setup .ci/run
-YAML_DIRS := roles playbooks inventory versions.yml Pulumi.yaml Pulumi.lab.yaml .yamllint .ansible-lint
+YAML_DIRS := roles playbooks inventory molecule versions.yml Pulumi.yaml Pulumi.lab.yaml .yamllint .ansible-lint
 BENCHES := $(patsubst infra/bench/%.py,bench-%,$(filter-out infra/bench/__init__.py,$(wildcard infra/bench/*.py)))
 
 .PHONY: help setup lab test lint test-unit test-go test-kernel test-integration test-molecule bench engine lock
@@ -42,7 +42,7 @@ lint: ## ruff, mypy --strict, yamllint, ansible-lint, shellcheck, gofmt/go vet, 
 	@echo "== lint: ruff"; ruff check . && ruff format --check .
 	@echo "== lint: mypy --strict infra/"; mypy
 	@echo "== lint: yamllint"; yamllint --strict $(YAML_DIRS)
-	@echo "== lint: ansible-lint (production)"; ansible-lint --profile production playbooks roles
+	@echo "== lint: ansible-lint (production)"; ansible-lint --profile production playbooks roles molecule
 	@echo "== lint: shellcheck"; shellcheck $(SHELL_SCRIPTS)
 	@echo "== lint: go"; \
 	if [ -z "$(GO_MODULES)" ]; then echo "no Go modules in the tree"; fi; \

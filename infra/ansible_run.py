@@ -10,7 +10,9 @@ with nothing changed does no host work at all.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -62,6 +64,15 @@ class PlaybookError(RuntimeError):
     pass
 
 
+def _tail(result: Any, lines: int = 15) -> str:
+    """The end of the run's output, for failures that produced no task event."""
+    try:
+        text = result.stdout.read()
+    except (AttributeError, OSError, ValueError):
+        return ""
+    return " | ".join(str(text).strip().splitlines()[-lines:])
+
+
 def run_playbook(playbook: str, inventory: str, extra_vars: dict[str, str]) -> dict[str, Any]:
     """Run one playbook to completion; return its per-host stats or raise."""
     import ansible_runner  # noqa: PLC0415 -- heavy; imported only where a run happens
@@ -90,7 +101,10 @@ def run_playbook(playbook: str, inventory: str, extra_vars: dict[str, str]) -> d
             if ev.get("event") in _FAILURE_EVENTS and not ev["event_data"].get("ignore_errors")
         ]
         if result.rc != 0:
+            tail = _tail(result)
             detail = "; ".join(failures) or f"status {result.status}"
+            if not failures and tail:
+                detail += f": {tail}"
             raise PlaybookError(f"{playbook} failed (rc={result.rc}): {detail}")
         stats: dict[str, Any] = result.stats or {}
         return {
@@ -100,9 +114,46 @@ def run_playbook(playbook: str, inventory: str, extra_vars: dict[str, str]) -> d
         }
 
 
+def run_playbook_isolated(
+    playbook: str, inventory: str, extra_vars: dict[str, str]
+) -> dict[str, Any]:
+    """:func:`run_playbook` in a fresh Python process (``python -m infra.ansible_run``).
+
+    The dynamic provider runs inside Pulumi's gRPC server. ansible-runner
+    forks a pty for ansible-playbook, and gRPC's fork handlers in that child
+    sometimes kill the run before it starts (seen in CI: rc None, "epoll_wait
+    error: Bad file descriptor"). A child started with subprocess execs at
+    once, so the fork happens in a process without gRPC.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-m", "infra.ansible_run", playbook, inventory, json.dumps(extra_vars)],
+        cwd=repo_root(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        msg = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        raise PlaybookError(msg[0])
+    stats: dict[str, Any] = json.loads(proc.stdout)
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m infra.ansible_run PLAYBOOK INVENTORY EXTRA_VARS_JSON``: stats as JSON."""
+    playbook, inventory, extra = argv if argv is not None else sys.argv[1:]
+    try:
+        stats = run_playbook(playbook, inventory, json.loads(extra))
+    except PlaybookError as exc:
+        print(" ".join(str(exc).split()), file=sys.stderr)
+        return 1
+    print(json.dumps(stats))
+    return 0
+
+
 class _PlaybookProvider(ResourceProvider):
     def _run(self, props: dict[str, Any]) -> dict[str, Any]:
-        stats = run_playbook(props["playbook"], props["inventory"], props["extra_vars"])
+        stats = run_playbook_isolated(props["playbook"], props["inventory"], props["extra_vars"])
         return {**props, "stats": stats}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -136,3 +187,7 @@ class AnsiblePlaybook(Resource):
             "stats": None,
         }
         super().__init__(_PlaybookProvider(), name, props, opts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

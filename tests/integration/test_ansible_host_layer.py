@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.ansible_run import PlaybookError, run_playbook
+from infra.ansible_run import PlaybookError, run_playbook, run_playbook_isolated
 from infra.config import load_versions
 
 pytestmark = pytest.mark.integration
@@ -24,6 +24,19 @@ def test_preflight_passes_on_a_set_up_controller() -> None:
 def test_preflight_names_what_is_missing() -> None:
     with pytest.raises(PlaybookError, match="no-such-tool-xyz is not on PATH; run scripts/setup"):
         run_playbook(
+            "playbooks/preflight.yml",
+            "inventory/lab/hosts.yml",
+            {"controller_preflight_programs": '["sh", "no-such-tool-xyz"]'},
+        )
+
+
+def test_isolated_run_returns_stats_and_names_failures() -> None:
+    """The Pulumi provider's path: the same run in a fresh process, same results."""
+    stats = run_playbook_isolated("playbooks/preflight.yml", "inventory/lab/hosts.yml", {})
+    assert stats["hosts"] == ["localhost"]
+    assert stats["changed"] == 0
+    with pytest.raises(PlaybookError, match="no-such-tool-xyz is not on PATH"):
+        run_playbook_isolated(
             "playbooks/preflight.yml",
             "inventory/lab/hosts.yml",
             {"controller_preflight_programs": '["sh", "no-such-tool-xyz"]'},

@@ -292,7 +292,8 @@ class Process:
                 continue
 
 
-def _get(url: str, ctx: ssl.SSLContext, timeout: float = 5.0) -> tuple[int, str]:
+def _get(url: str, ctx: ssl.SSLContext | None, timeout: float = 5.0) -> tuple[int, str]:
+    """Status and body of a GET; ``ctx`` None for plain http (etcd on loopback)."""
     try:
         with urllib.request.urlopen(url, context=ctx, timeout=timeout) as resp:
             return int(resp.status), resp.read().decode(errors="replace")
@@ -300,7 +301,7 @@ def _get(url: str, ctx: ssl.SSLContext, timeout: float = 5.0) -> tuple[int, str]
         return int(exc.code), exc.read().decode(errors="replace")
 
 
-def _wait_ready(proc: Process, url: str, ctx: ssl.SSLContext, timeout: float) -> None:
+def _wait_ready(proc: Process, url: str, ctx: ssl.SSLContext | None, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
@@ -425,7 +426,7 @@ class ControlPlane:
                 "--log-level=warn",
             ],
         )
-        _wait_ready_http(etcd, f"{etcd_url}/health", START_TIMEOUT_S)
+        _wait_ready(etcd, f"{etcd_url}/health", None, START_TIMEOUT_S)
 
         self.server = f"https://127.0.0.1:{api_port}"
         api = self._spawn(
@@ -522,23 +523,6 @@ class ControlPlane:
         sched = Scheduler(proc, port, config)
         _wait_ready(proc, f"{sched.url}/readyz", sched._ctx, timeout)
         return sched
-
-
-def _wait_ready_http(proc: Process, url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if not proc.running():
-            raise proc.error("exited before it was ready")
-        try:
-            with urllib.request.urlopen(url, timeout=2.0) as resp:
-                if resp.status == 200:
-                    return
-                last = f"HTTP {resp.status}"
-        except (OSError, urllib.error.URLError) as exc:
-            last = str(exc)
-        time.sleep(0.2)
-    raise proc.error(f"did not answer {url} within {timeout:.0f} s (last: {last})")
 
 
 # --- nodes --------------------------------------------------------------------------

@@ -40,8 +40,8 @@ from pathlib import Path
 
 from infra.config import KernelPin, load_versions
 from infra.paths import cache_dir
+from infra.vm.runner import qemu_tcg
 
-QEMU = "qemu-system-x86_64"
 IMAGE_SIZE = "12G"
 # Packages on top of debootstrap's minbase. The first group makes it a machine
 # Ansible can manage; the second is what the roles install (dkms and headers
@@ -514,18 +514,7 @@ def up(
         f"depcon.hostname={name} depcon.ip={cluster_ip}"
     )
     cmd = [
-        QEMU,
-        "-nodefaults",
-        "-display",
-        "none",
-        "-accel",
-        "tcg,thread=multi",
-        "-cpu",
-        "max",
-        "-smp",
-        str(smp),
-        "-m",
-        str(mem_mb),
+        *qemu_tcg(smp, mem_mb),
         "-uuid",
         uuid,
         "-kernel",

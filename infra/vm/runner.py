@@ -34,6 +34,25 @@ _DMESG_END = "==DMESG-END=="
 KSFT_PASS, KSFT_FAIL, KSFT_SKIP = 0, 1, 4
 
 
+def qemu_tcg(smp: int, mem_mb: int) -> list[str]:
+    """The start of every qemu command line of the project: no devices, no display,
+    software emulation (KVM hangs on these machines), the host's CPU features."""
+    return [
+        QEMU,
+        "-nodefaults",
+        "-display",
+        "none",
+        "-accel",
+        "tcg,thread=multi",
+        "-cpu",
+        "max",
+        "-smp",
+        str(smp),
+        "-m",
+        str(mem_mb),
+    ]
+
+
 class VmError(AssertionError):
     """A run that failed: the message carries the script output and dmesg needed to see why."""
 
@@ -147,21 +166,10 @@ def run_script(
             f.write(base_image(kernel).read_bytes())
             f.write(run_image(run_files))
         cmd = [
-            QEMU,
-            "-nodefaults",
-            "-display",
-            "none",
+            *qemu_tcg(smp, mem_mb),
             "-no-reboot",
             "-serial",
             "stdio",
-            "-accel",
-            "tcg,thread=multi",
-            "-cpu",
-            "max",
-            "-smp",
-            str(smp),
-            "-m",
-            str(mem_mb),
             "-kernel",
             str(kernel.vmlinuz),
             "-initrd",

@@ -178,7 +178,8 @@ def _archive_refs(path: Path) -> list[str]:
     return [m["annotations"]["io.containerd.image.name"] for m in index["manifests"]]
 
 
-def test_images_are_what_kubeadm_looks_up(bundle: Bundle) -> None:
+def _kubeadm_images(bundle: Bundle) -> set[str]:
+    """What the bundle's kubeadm pulls for the pinned version (`config images list`)."""
     pin = load_versions().kubernetes
     out = _run(
         bundle.root / "bin" / "kubeadm",
@@ -188,7 +189,11 @@ def test_images_are_what_kubeadm_looks_up(bundle: Bundle) -> None:
         "--kubernetes-version",
         pin.version,
     )
-    wanted = set(out.split())
+    return set(out.split())
+
+
+def test_images_are_what_kubeadm_looks_up(bundle: Bundle) -> None:
+    wanted = _kubeadm_images(bundle)
     have = {ref for p in (bundle.root / "images").glob("*.tar") for ref in _archive_refs(p)}
     assert have <= wanted, f"images kubeadm does not use: {sorted(have - wanted)}"
     missing = {ref.rsplit(":", 1)[0].split("/", 1)[1] for ref in wanted - have}
@@ -420,17 +425,10 @@ def imported(bundle: Bundle, containerd: Containerd) -> set[str]:
 
 
 def test_containerd_imports_what_kubeadm_looks_up(bundle: Bundle, imported: set[str]) -> None:
-    pin = load_versions().kubernetes
-    out = _run(
-        bundle.root / "bin" / "kubeadm",
-        "config",
-        "images",
-        "list",
-        "--kubernetes-version",
-        pin.version,
-    )
     wanted = {
-        ref for ref in out.split() if ref.rsplit(":", 1)[0].split("/", 1)[1] not in MISSING_IMAGES
+        ref
+        for ref in _kubeadm_images(bundle)
+        if ref.rsplit(":", 1)[0].split("/", 1)[1] not in MISSING_IMAGES
     }
     assert imported == wanted
 

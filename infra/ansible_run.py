@@ -141,9 +141,23 @@ def run_playbook_isolated(
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m infra.ansible_run PLAYBOOK INVENTORY EXTRA_VARS_JSON``: stats as JSON."""
-    playbook, inventory, extra = argv if argv is not None else sys.argv[1:]
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) != 3:
+        print(
+            "usage: python -m infra.ansible_run PLAYBOOK INVENTORY EXTRA_VARS_JSON", file=sys.stderr
+        )
+        return 2
+    playbook, inventory, extra = args
     try:
-        stats = run_playbook(playbook, inventory, json.loads(extra))
+        extra_vars = json.loads(extra)
+    except json.JSONDecodeError as exc:
+        print(f"EXTRA_VARS_JSON is not JSON: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(extra_vars, dict):
+        print("EXTRA_VARS_JSON must be a JSON object of variable names to values", file=sys.stderr)
+        return 2
+    try:
+        stats = run_playbook(playbook, inventory, extra_vars)
     except PlaybookError as exc:
         print(" ".join(str(exc).split()), file=sys.stderr)
         return 1

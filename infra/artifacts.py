@@ -7,8 +7,10 @@ Everything is built here from Go modules fetched through the module proxy
 * ``k8s.io/kubernetes``: stock ``kubeadm``, ``kubectl``, ``kube-apiserver``,
   ``kube-controller-manager``, ``kube-scheduler`` and the ``pause`` container
   program (``build/pause/linux/pause.c``, static, as upstream builds it);
-* the same module with ``kubelet_patch/patches`` applied: the DepCon
-  ``kubelet``, version ``<pin>+depcon``;
+* the same module's stock ``kubelet`` (``bin/kubelet``: what the kubernetes
+  role installs, and what DepCon's rollback puts back), and with
+  ``kubelet_patch/patches`` applied the DepCon kubelet (``depcon/kubelet``,
+  version ``<pin>+depcon``), built alike so the patch is the only difference;
 * ``go.etcd.io/etcd``: ``etcd`` and ``etcdctl``;
 * ``github.com/containerd/containerd/v2``: ``containerd``,
   ``containerd-shim-runc-v2`` and ``ctr``, as upstream's ``make release``
@@ -22,7 +24,7 @@ archive is an OCI image layout in a tar whose index carries the
 ``io.containerd.image.name`` annotation, so ``ctr images import`` names it.
 
 Result: ``cache_dir()/artifacts/<version>-<patch hash>/`` with ``bin/``,
-``images/``, ``manifest.json`` and ``SHA256SUMS``. The pieces are cached
+``depcon/``, ``images/``, ``manifest.json`` and ``SHA256SUMS``. The pieces are cached
 separately under ``parts/``, each keyed by a hash of everything that decides
 its bytes (pins, Go and gcc versions, flags, the patch series), so an
 unchanged build does nothing and a changed patch rebuilds only the kubelet.
@@ -167,7 +169,7 @@ class Part:
     name: str
     programs: tuple[Program, ...]
     recipe: Mapping[str, Any]
-    in_bundle_bin: bool = True
+    bundle_dir: str | None = "bin"  # where its programs go in the bundle; None: images only
 
     @property
     def key(self) -> str:
@@ -307,6 +309,8 @@ def plan(versions: Versions | None = None) -> Plan:
     except PatchError as exc:
         raise ArtifactError(str(exc)) from exc
     common = {"go": go, "module_sum": k8s.module_sum, "staging": k8s.staging_version}
+    # cgo as in the patched kubelet's first build, so stock and DepCon differ by the patch only.
+    kubelet = Program("kubelet", "./cmd/kubelet", cgo=True)
     stock = tuple(
         Program(name, f"./cmd/{name}")
         for name in (
@@ -332,18 +336,31 @@ def plan(versions: Versions | None = None) -> Plan:
             "pause",
             (Program("pause", "build/pause/linux/pause.c", cgo=True),),
             {"module_sum": k8s.module_sum, "gcc": gcc, "cflags": _pause_cflags(k8s)},
-            in_bundle_bin=False,
+            bundle_dir=None,
         ),
         Part(
             "kubelet",
-            (Program("kubelet", "./cmd/kubelet", cgo=True),),
+            (kubelet,),
             {
                 **common,
                 "gcc": gcc,
+                "program": repr(kubelet),
+                "ldflags": kube_ldflags(k8s.version, date),
+                "tags": KUBE_TAGS,
+            },
+        ),
+        Part(
+            "kubelet-depcon",
+            (kubelet,),
+            {
+                **common,
+                "gcc": gcc,
+                "program": repr(kubelet),
                 "series": patch_hash,
                 "ldflags": kube_ldflags(kubelet_version(k8s), date),
                 "tags": KUBE_TAGS,
             },
+            bundle_dir="depcon",
         ),
         Part(
             "etcd",
@@ -379,7 +396,7 @@ def plan(versions: Versions | None = None) -> Plan:
                 "version": k8s.coredns_version,
                 "ldflags": _coredns_ldflags(),
             },
-            in_bundle_bin=False,
+            bundle_dir=None,
         ),
     )
     return Plan(
@@ -671,7 +688,7 @@ def _go_build(
 
 def _build_kubernetes(part: Part, p: Plan, work: Path, out: Path, progress: _Progress) -> None:
     pin = p.versions.kubernetes
-    tree = _kubernetes_tree(p, work, patched=part.name == "kubelet")
+    tree = _kubernetes_tree(p, work, patched=part.name == "kubelet-depcon")
     for program in part.programs:
         progress.step("building", program.name)
         started = time.monotonic()
@@ -794,6 +811,7 @@ def _build_containerd(part: Part, p: Plan, work: Path, out: Path, progress: _Pro
 _BUILDERS: dict[str, Callable[[Part, Plan, Path, Path, _Progress], None]] = {
     "kubernetes": _build_kubernetes,
     "kubelet": _build_kubernetes,
+    "kubelet-depcon": _build_kubernetes,
     "pause": _build_pause,
     "etcd": _build_etcd,
     "containerd": _build_containerd,
@@ -1083,7 +1101,10 @@ def _manifest(p: Plan, images: list[dict[str, str]]) -> dict[str, Any]:
         "build_date": p.build_date,
         "keys": p.bundle_key,
         "binaries": sorted(
-            prog.name for part in p.parts if part.in_bundle_bin for prog in part.programs
+            f"{part.bundle_dir}/{prog.name}"
+            for part in p.parts
+            if part.bundle_dir
+            for prog in part.programs
         ),
         "images": images,
         "missing_images": dict(MISSING_IMAGES),
@@ -1137,13 +1158,14 @@ def build(versions: Versions | None = None) -> Bundle:
         listing: list[dict[str, str]] = json.loads((images / "images.json").read_text())
         log(f"assembling {bundle}")
         with _staged(bundle) as tmp:
-            (tmp / "bin").mkdir()
             (tmp / "images").mkdir()
             for part in p.parts:
-                if part.in_bundle_bin:
+                if part.bundle_dir:
+                    (tmp / part.bundle_dir).mkdir(exist_ok=True)
                     for program in part.programs:
                         _link(
-                            part_dirs[part.name] / "bin" / program.name, tmp / "bin" / program.name
+                            part_dirs[part.name] / "bin" / program.name,
+                            tmp / part.bundle_dir / program.name,
                         )
             for entry in listing:
                 _link(images / entry["file"], tmp / "images" / entry["file"])

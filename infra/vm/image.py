@@ -45,9 +45,11 @@ from infra.vm.runner import qemu_tcg
 IMAGE_SIZE = "12G"
 # Packages on top of debootstrap's minbase. The first group makes it a machine
 # Ansible can manage; the second is what the roles install (dkms and headers
-# for vif, runc and CNI plugins for containerd, kubeadm's host tools),
-# preinstalled so a converge under TCG does not spend minutes in apt. The roles
-# still declare every one of them, so a bare server gets the same set.
+# for vif, kubeadm's host tools, the Python client depcon-slo runs on; runc
+# and the CNI plugins at their pins are added by role_packages()),
+# preinstalled so a converge under TCG does not spend minutes in apt: apt
+# byte-compiling python3-kubernetes alone took 15 min per VM. The roles still
+# declare every one of them, so a bare server gets the same set.
 BASE_PACKAGES = (
     "systemd-sysv",
     "udev",
@@ -74,6 +76,8 @@ ROLE_PACKAGES = (
     "ethtool",
     "socat",
     "ebtables",
+    "python3-kubernetes",
+    "python3-yaml",
 )
 SUITES = ("bookworm", "bookworm-updates")
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
@@ -206,9 +210,16 @@ def default_recipe(kernel: KernelPin | None = None) -> Recipe:
         mirror=versions.debian.mirror,
         kernel_abi=kernel.abi,
         kernel_version=kernel.version,
-        packages=BASE_PACKAGES + ROLE_PACKAGES,
+        packages=BASE_PACKAGES + role_packages(),
         code=_build_code_hash(),
     )
+
+
+def role_packages() -> tuple[str, ...]:
+    """ROLE_PACKAGES plus the containerd role's Debian packages at their pins."""
+    versions = load_versions()
+    pinned = (versions.runc, versions.cni_plugins)
+    return ROLE_PACKAGES + tuple(f"{pin.package}={pin.version}" for pin in pinned)
 
 
 def _build_code_hash() -> str:
@@ -366,7 +377,7 @@ def build_image(recipe: Recipe | None = None, *, log: bool = True) -> Image:
                 "-y",
                 "--no-install-recommends",
                 *kernel,
-                *ROLE_PACKAGES,
+                *(p for p in recipe.packages if p not in BASE_PACKAGES),
                 step="apt-get install",
             )
             _chroot(root, "apt-get", "clean", step="apt-get clean")

@@ -57,6 +57,7 @@ def _run(*argv: str | Path) -> str:
 def test_bundle_layout(bundle: Bundle) -> None:
     names = sorted(p.name for p in (bundle.root / "bin").iterdir())
     assert names == sorted([*STOCK, "kubelet", "etcd", "etcdctl", *CONTAINERD])
+    assert [p.name for p in (bundle.root / "depcon").iterdir()] == ["kubelet"]
     assert (bundle.root / "SHA256SUMS").is_file()
     pin = load_versions().kubernetes
     assert bundle.root.name.startswith(pin.version + "-")
@@ -99,9 +100,17 @@ def test_kubeadm_and_kubectl_report_the_pin(bundle: Bundle) -> None:
 
 def test_kubelet_reports_the_pin_with_depcon_metadata(bundle: Bundle) -> None:
     pin = load_versions().kubernetes
-    out = _run(bundle.root / "bin" / "kubelet", "--version").strip()
+    out = _run(bundle.root / "depcon" / "kubelet", "--version").strip()
     assert out == f"Kubernetes {pin.version}+depcon"
     assert bundle.kubelet_version == f"{pin.version}+depcon"
+
+
+def test_stock_kubelet_reports_the_pin_and_differs(bundle: Bundle) -> None:
+    """bin/kubelet is upstream's: what rollback restores on an offline node."""
+    pin = load_versions().kubernetes
+    stock, depcon = bundle.root / "bin" / "kubelet", bundle.root / "depcon" / "kubelet"
+    assert _run(stock, "--version").strip() == f"Kubernetes {pin.version}"
+    assert stock.read_bytes() != depcon.read_bytes()
 
 
 def test_kubeadm_accepts_the_kubelet_version(bundle: Bundle) -> None:
@@ -115,7 +124,7 @@ def test_kubeadm_accepts_the_kubelet_version(bundle: Bundle) -> None:
     utils = (src / "cmd/kubeadm/app/preflight/utils.go").read_text()
     found = re.search(r"kubeletVersionRegex := regexp\.MustCompile\(`([^`]+)`\)", utils)
     assert found, "GetKubeletVersion changed upstream: re-check the kubelet's build metadata"
-    out = _run(bundle.root / "bin" / "kubelet", "--version").strip()
+    out = _run(bundle.root / "depcon" / "kubelet", "--version").strip()
     m = re.search(found.group(1), out)
     assert m, out
     assert m.group(1).split(".")[:2] == pin.version[1:].split(".")[:2]
@@ -166,8 +175,8 @@ def test_static_where_upstream_is_static(bundle: Bundle) -> None:
         assert _interpreter(bundle.root / "bin" / name) is None, f"{name} is not static"
     # Upstream builds the kubelet with cgo (it is not in KUBE_STATIC_BINARIES),
     # and containerd's release tarball has containerd and ctr with cgo.
-    for name in ("kubelet", "containerd", "ctr"):
-        assert _interpreter(bundle.root / "bin" / name) is not None, f"{name} is static"
+    for path in ("bin/kubelet", "depcon/kubelet", "bin/containerd", "bin/ctr"):
+        assert _interpreter(bundle.root / path) is not None, f"{path} is static"
 
 
 def _archive_refs(path: Path) -> list[str]:
@@ -247,7 +256,7 @@ def test_a_changed_patch_changes_only_the_kubelet_key(monkeypatch: pytest.Monkey
     monkeypatch.setattr(artifacts, "_series_hash", lambda: "0" * 12)
     after = artifacts.plan()
     changed = {k for k, v in before.bundle_key.items() if after.bundle_key[k] != v}
-    assert changed == {"kubelet"}
+    assert changed == {"kubelet-depcon"}
     assert artifacts.bundle_path(after) != artifacts.bundle_path(before)
 
 

@@ -4,11 +4,13 @@ One VM run (infra.vm, the primary pinned kernel) executes vif_bench.sh: a quota 
 of one sender, then N = 2, 4, 8 containers (own netns, veth to a server netns, iperf3
 sender in its own cgroup) with the same SLO next to a two-thread CPU hog, under
 (a) vif, (b) a static CPU limit (the node split evenly between the containers and the
-hog, as Guaranteed pods sized to fill a node would get), (c) no limit, (d) the CNI
-bandwidth plugin's method (tc token bucket at the SLO). The SLO is what one sender
-gets from 20% of a CPU in the sweep. Then vif alone again at N = 2 (with the goal
-change) with the module reloaded at period_ms 100, 200 and 500: convergence and spread
-per period, the measurement behind the default. Writes reports/bench/vif.json and vif.png.
+hog, as Guaranteed pods sized to fill a node would get), (b') the smallest static
+limit the sweep found meeting the SLO (``staticmin``: vif's CPU is compared with it
+over the same window), (c) no limit, (d) the CNI bandwidth plugin's method (tc token
+bucket at the SLO). The SLO is what one sender gets from 20% of a CPU in the sweep.
+Then vif alone again at N = 2 (with the goal change) with the module reloaded at
+period_ms 100, 200 and 500, and at tol_pct 2 and 5: convergence and spread per
+setting, the measurements behind the defaults. Writes reports/bench/vif.json and vif.png.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from infra.vm import VM_LIB, kernel_by_name, run_script
 
 HERE = Path(__file__).resolve().parent
 SETTLE_S = 4.0  # samples before this are convergence, not steady state
-CONFIGS = ("vif", "static", "none", "tbf")
-PERIOD_CFG = "vifp"  # period sweep runs: cfg vifp<period_ms>
+CONFIGS = ("vif", "static", "staticmin", "none", "tbf")
+# Parameter sweep runs: cfg vifp<period_ms>, vift<tol_pct>.
+SWEEPS = {"vifp": "period_ms", "vift": "tol_pct"}
+CPU_TARGET_RATIO = 1.2  # vif's CPU at most 1.2x the smallest static quota meeting the goal
 
 
 def _records(output: str, kind: str) -> list[dict[str, str]]:
@@ -70,6 +74,9 @@ def summarize(output: str) -> dict[str, Any]:
     cpu: dict[tuple[str, int], float] = defaultdict(float)
     for r in _records(output, "cpu"):
         cpu[(r["cfg"], int(r["n"]))] += int(r["usec"]) / 1e6
+    window: dict[tuple[str, int], float] = defaultdict(float)
+    for r in _records(output, "cpu_window"):
+        window[(r["cfg"], int(r["n"]))] += int(r["usec"]) / 1e6
     changes = {(r["cfg"], int(r["n"])): float(r["t"]) for r in _records(output, "goal_change")}
 
     configs: list[dict[str, Any]] = []
@@ -99,6 +106,7 @@ def summarize(output: str) -> dict[str, Any]:
                 "spread_pct_of_goal": round((max(means) - min(means)) / goal * 100, 1),
                 "total_mbps": round(sum(means), 1),
                 "cpu_seconds": round(cpu[(cfg, n)], 2),
+                "cpu_seconds_shared_window": round(window[(cfg, n)], 2),
                 "convergence_s": [None if c is None else round(c, 1) for c in conv],
                 "convergence_after_goal_change_s": [
                     None if c is None else round(c, 1) for c in conv_change
@@ -106,27 +114,11 @@ def summarize(output: str) -> dict[str, Any]:
                 or None,
             }
         )
-    sweep_cfgs = [c for c in configs if c["config"].startswith(PERIOD_CFG)]
-    configs = [c for c in configs if not c["config"].startswith(PERIOD_CFG)]
-    period_sweep = sorted(
-        (
-            {
-                "period_ms": int(c["config"][len(PERIOD_CFG) :]),
-                "n": c["n"],
-                "slo_met_share": c["slo_met_share"],
-                "spread_pct_of_goal": c["spread_pct_of_goal"],
-                "total_mbps": c["total_mbps"],
-                "cpu_seconds": c["cpu_seconds"],
-                "convergence_s": c["convergence_s"],
-                "convergence_after_goal_change_s": c["convergence_after_goal_change_s"],
-                "worst_convergence_s": _worst(
-                    c["convergence_s"] + (c["convergence_after_goal_change_s"] or [])
-                ),
-            }
-            for c in sweep_cfgs
-        ),
-        key=lambda r: r["period_ms"],
-    )
+    sweeps = {
+        param: _sweep([c for c in configs if c["config"].startswith(prefix)], prefix, param)
+        for prefix, param in SWEEPS.items()
+    }
+    configs = [c for c in configs if not c["config"].startswith(tuple(SWEEPS))]
     overhead = _records(output, "overhead")
     over: dict[str, Any] = {}
     if overhead:
@@ -142,9 +134,55 @@ def summarize(output: str) -> dict[str, Any]:
         "sweep_bw_mbps_by_quota_pct": sweep,
         "smallest_static_quota_pct_meeting_goal": smallest_static,
         "configs": configs,
-        "period_sweep": period_sweep,
+        "cpu_vs_smallest_static": _cpu_ratios(configs),
+        "period_sweep": sweeps["period_ms"],
+        "tol_sweep": sweeps["tol_pct"],
         "overhead": over,
     }
+
+
+def _cpu_ratios(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """vif's CPU over staticmin's, per N, both over the window every run shares."""
+    by = {(c["config"], c["n"]): c for c in configs}
+    out = []
+    for (cfg, n), c in sorted(by.items(), key=lambda kv: kv[0][1]):
+        ref = by.get(("staticmin", n))
+        if cfg != "vif" or not ref or not ref["cpu_seconds_shared_window"]:
+            continue
+        ratio = c["cpu_seconds_shared_window"] / ref["cpu_seconds_shared_window"]
+        out.append(
+            {
+                "n": n,
+                "vif_cpu_s": c["cpu_seconds_shared_window"],
+                "smallest_static_cpu_s": ref["cpu_seconds_shared_window"],
+                "ratio": round(ratio, 2),
+                "within_target": ratio <= CPU_TARGET_RATIO,
+                "smallest_static_slo_met_share": ref["slo_met_share"],
+            }
+        )
+    return out
+
+
+def _sweep(cfgs: list[dict[str, Any]], prefix: str, param: str) -> list[dict[str, Any]]:
+    return sorted(
+        (
+            {
+                param: int(c["config"][len(prefix) :]),
+                "n": c["n"],
+                "slo_met_share": c["slo_met_share"],
+                "spread_pct_of_goal": c["spread_pct_of_goal"],
+                "total_mbps": c["total_mbps"],
+                "cpu_seconds": c["cpu_seconds"],
+                "convergence_s": c["convergence_s"],
+                "convergence_after_goal_change_s": c["convergence_after_goal_change_s"],
+                "worst_convergence_s": _worst(
+                    c["convergence_s"] + (c["convergence_after_goal_change_s"] or [])
+                ),
+            }
+            for c in cfgs
+        ),
+        key=lambda r: r[param],
+    )
 
 
 def plot(output: str, summary: dict[str, Any], path: Path) -> None:
@@ -172,7 +210,7 @@ def plot(output: str, summary: dict[str, Any], path: Path) -> None:
         ax_q.set_xlabel("s")
         ax_bw.legend(fontsize=6)
     ax = axes[0][len(ns)]
-    width = 0.2
+    width = 0.16
     for k, cfg in enumerate(CONFIGS):
         vals = [
             next(
@@ -186,13 +224,13 @@ def plot(output: str, summary: dict[str, Any], path: Path) -> None:
             for n in ns
         ]
         ax.bar([x + k * width for x in range(len(ns))], vals, width, label=cfg)
-    ax.set_xticks([x + 1.5 * width for x in range(len(ns))], [f"N={n}" for n in ns])
+    ax.set_xticks([x + 2 * width for x in range(len(ns))], [f"N={n}" for n in ns])
     ax.set_title(f"share of containers meeting {goal:.0f} Mbps")
     ax.legend()
     ax = axes[1][len(ns)]
-    sweep = summary.get("period_sweep") or []
+    sweep = (summary.get("period_sweep") or []) + (summary.get("tol_sweep") or [])
     if sweep:
-        xs = [str(r["period_ms"]) for r in sweep]
+        xs = [f"p{r['period_ms']}" if "period_ms" in r else f"t{r['tol_pct']}" for r in sweep]
         conv = [r["worst_convergence_s"] or 0.0 for r in sweep]
         spread = [r["spread_pct_of_goal"] for r in sweep]
         ax.bar([x - 0.2 for x in range(len(xs))], conv, 0.4, label="worst convergence (s)")
@@ -201,12 +239,12 @@ def plot(output: str, summary: dict[str, Any], path: Path) -> None:
             [x + 0.2 for x in range(len(xs))], spread, 0.4, color="C1", label="spread (% of goal)"
         )
         ax.set_xticks(range(len(xs)), xs)
-        ax.set_xlabel("period_ms (vif, N=2, with goal change)")
+        ax.set_xlabel("pP: period_ms P (tol 5); tT: tol_pct T (period 200); vif, N=2")
         ax.set_ylabel("s")
         ax2.set_ylabel("% of goal")
         ax.set_ylim(0, max([*conv, 0.1]) * 1.5)
         ax2.set_ylim(0, max([*spread, 0.1]) * 1.5)
-        ax.set_title("period_ms sweep (0 s: never converged)")
+        ax.set_title("parameter sweeps (0 s: never converged)")
         ax.legend(loc="upper left", fontsize=7)
         ax2.legend(loc="upper right", fontsize=7)
     else:
@@ -237,11 +275,17 @@ def main() -> int:
             f"spread {c['spread_pct_of_goal']}% total {c['total_mbps']} Mbps "
             f"CPU {c['cpu_seconds']} s"
         )
-    for r in summary["period_sweep"]:
+    for param in ("period_ms", "tol_pct"):
+        for r in summary[param.split("_")[0] + "_sweep"]:
+            print(
+                f"{param}={r[param]} convergence {r['convergence_s']} "
+                f"after goal change {r['convergence_after_goal_change_s']} "
+                f"spread {r['spread_pct_of_goal']}% SLO met {r['slo_met_share']:.0%}"
+            )
+    for r in summary["cpu_vs_smallest_static"]:
         print(
-            f"period_ms={r['period_ms']} convergence {r['convergence_s']} "
-            f"after goal change {r['convergence_after_goal_change_s']} "
-            f"spread {r['spread_pct_of_goal']}% SLO met {r['slo_met_share']:.0%}"
+            f"N={r['n']} vif CPU {r['vif_cpu_s']} s vs smallest static "
+            f"{r['smallest_static_cpu_s']} s: {r['ratio']}x (target <= {CPU_TARGET_RATIO}x)"
         )
     print(f"wrote {out / 'vif.json'} and {out / 'vif.png'}")
     return 0

@@ -31,11 +31,13 @@ sender 1
 S=$!
 sleep 1
 wr $OSLAB/vif1/pid $S >/dev/null
+SWEEP=""
 for q in 10 20 30 40 60 100; do
 	echo "$((q * 1000)) 100000" > $CG/b1/cpu.max
 	sleep 2
 	b=$(avg 1 bw_mbps 3)
 	[ $q = 20 ] && B20=$b
+	SWEEP="$SWEEP $q:$b"
 	echo "# sweep quota_pct=$q bw_mbps=$b"
 done
 echo "max 100000" > $CG/b1/cpu.max
@@ -46,6 +48,16 @@ wr $OSLAB/vif1/pid 0 >/dev/null
 # feasible next to the hog on two CPUs and N = 8 is not.
 GOAL=${BENCH_GOAL:-$B20}
 echo "# goal goal_mbps=$GOAL"
+# The smallest swept quota that meets the goal (>= 95%) on its own: the
+# static limit vif's CPU use is compared with (config staticmin).
+SMIN=100
+for qb in $SWEEP; do
+	if awk -v b=${qb#*:} -v g=$GOAL 'BEGIN { exit !(b >= 0.95 * g) }'; then
+		SMIN=${qb%%:*}
+		break
+	fi
+done
+echo "# smallest_static quota_pct=$SMIN"
 
 # 2. the hog: two busy loops, default weight, no limit
 mkdir -p $CG/hog
@@ -65,6 +77,7 @@ run() { # run CONFIG N GOAL
 	while [ $i -le $n ]; do
 		case $cfg in
 		static) echo "$((200000 / (n + 1))) 100000" > $CG/b$i/cpu.max ;;
+		staticmin) echo "$((SMIN * 1000)) 100000" > $CG/b$i/cpu.max ;;
 		*) echo "max 100000" > $CG/b$i/cpu.max ;;
 		esac
 		[ $cfg = tbf ] && ip netns exec c$i /usr/sbin/tc qdisc add dev v$i root tbf rate ${g}mbit burst 256kb latency 50ms
@@ -85,6 +98,16 @@ run() { # run CONFIG N GOAL
 	$vif && [ $n = 2 ] && samples=$((samples + 20))
 	k=0
 	while [ $k -lt $samples ]; do
+		# CPU over the first DUR seconds, the window every config shares
+		# (vif at N = 2 goes on with a lowered goal).
+		if [ $k = $((DUR * 2)) ]; then
+			i=1
+			while [ $i -le $n ]; do
+				eval u0=\$u0_$i
+				echo "# cpu_window cfg=$cfg n=$n i=$i usec=$(($(usage $i) - u0))"
+				i=$((i + 1))
+			done
+		fi
 		if $vif && [ $n = 2 ] && [ $k = $((DUR * 2)) ]; then
 			g=$((g / 2))
 			echo "# goal_change cfg=$cfg n=$n t=$(awk -v t0=$t0 '{print $1 - t0}' /proc/uptime) goal=$g"
@@ -114,7 +137,7 @@ run() { # run CONFIG N GOAL
 }
 
 for n in ${BENCH_N:-2 4 8}; do
-	for cfg in vif static none tbf; do
+	for cfg in vif static staticmin none tbf; do
 		run $cfg $n $GOAL
 	done
 done
@@ -124,6 +147,13 @@ for pm in ${BENCH_PERIODS:-100 200 500}; do
 	unload
 	load period_ms=$pm || { echo "insmod period_ms=$pm failed"; exit $KSFT_FAIL; }
 	run vifp$pm 2 $GOAL
+done
+# tol_pct sweep: the same run at the default period with each hysteresis
+# band (cfg viftT): the measurement behind the default tol_pct.
+for tp in ${BENCH_TOLS:-2 5}; do
+	unload
+	load period_ms=${VIF_PERIOD_MS:-200} tol_pct=$tp || { echo "insmod tol_pct=$tp failed"; exit $KSFT_FAIL; }
+	run vift$tp 2 $GOAL
 done
 unload
 load period_ms=${VIF_PERIOD_MS:-200} || { echo "insmod failed"; exit $KSFT_FAIL; }

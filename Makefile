@@ -30,6 +30,15 @@ setup: ## install everything the project needs (Debian packages, .venv, Go)
 lab: setup ## the main job: bring up the local lab and verify it; prints a stage table
 	@$(PY) -m infra.lab
 
+# The lab VMs (inventory/lab) keep running after make lab, as a lab does.
+LAB_VMS = lab-cp1 lab-w1
+
+lab-down: setup ## stop the lab VMs, keeping their disks (make lab resumes the cluster)
+	@$(PY) -m infra.vm.image down --keep-disk $(LAB_VMS)
+
+lab-destroy: setup ## stop the lab VMs and delete their disks (the next make lab starts over)
+	@$(PY) -m infra.vm.image down $(LAB_VMS)
+
 test: setup ## the full suite: lint, unit, Go, kernel VM and integration tests
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory test-unit

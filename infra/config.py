@@ -17,6 +17,7 @@ a summary; it is the first stage of ``make lab``.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import re
 import sys
 from dataclasses import dataclass, field
@@ -385,6 +386,8 @@ class HostVars:
 
     depcon_node_interface: str
     depcon_slo_capacity_mbps: int | None = None
+    # Local lab only: this host is a qemu VM make lab boots, its eth0 at this address/prefix.
+    depcon_lab_vm_ip: str | None = None
 
     def __post_init__(self) -> None:
         _check(
@@ -397,6 +400,13 @@ class HostVars:
                 0 < self.depcon_slo_capacity_mbps <= 10_000_000,
                 "depcon_slo_capacity_mbps must be 1-10000000 (Mbps)",
             )
+        if self.depcon_lab_vm_ip is not None:
+            try:
+                ipaddress.IPv4Interface(self.depcon_lab_vm_ip)
+                ok = "/" in self.depcon_lab_vm_ip
+            except ValueError:
+                ok = False
+            _check(ok, f"depcon_lab_vm_ip {self.depcon_lab_vm_ip!r} is not an IPv4 address/prefix")
 
 
 @dataclass(frozen=True)
@@ -406,6 +416,8 @@ class Node:
     role: Literal["control-plane", "worker"]
     interface: str
     slo_capacity_mbps: int | None
+    ssh_port: int = 22
+    lab_vm_ip: str | None = None
 
 
 CONTROL_PLANE_GROUP = "kube_control_plane"
@@ -443,6 +455,14 @@ def _walk_groups(
         )
 
 
+def _port(value: object, file: Path, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
+        raise ConfigError(file, f"{path}.ansible_port", f"must be a port number, got {value!r}")
+    if not 0 < int(value) < 65536:
+        raise ConfigError(file, f"{path}.ansible_port", f"must be 1-65535, got {value}")
+    return int(value)
+
+
 def load_inventory(path: Path) -> list[Node]:
     """Nodes of an Ansible YAML inventory (kubespray group names), validated."""
     data = _read_yaml(path)
@@ -464,6 +484,8 @@ def load_inventory(path: Path) -> list[Node]:
                 role="control-plane" if is_cp else "worker",
                 interface=hv.depcon_node_interface,
                 slo_capacity_mbps=hv.depcon_slo_capacity_mbps,
+                ssh_port=_port(hvars.get("ansible_port", 22), path, hpath),
+                lab_vm_ip=hv.depcon_lab_vm_ip,
             )
         )
     if not any(n.role == "control-plane" for n in nodes):

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.config import ConfigError, load_project
-from infra.paths import repo_root
+from infra.paths import cache_dir, repo_root
 
 
 class StageError(RuntimeError):
@@ -234,6 +234,101 @@ def _wait_pod(core: Any, name: str, done: Callable[[Any], bool], timeout: float 
         time.sleep(0.3)
 
 
+# Ansible output lines worth a console line; the whole run goes to the log.
+_PLAYBOOK_PROGRESS = ("PLAY [", "TASK [", "fatal:", "failed:", "ERROR!", "PLAY RECAP")
+
+
+def _playbook(ctx: LabContext, playbook: str, log_name: str) -> str:
+    """ansible-playbook on the stack's inventory; task names shown, output logged.
+
+    Returns the PLAY RECAP lines. Under software emulation site.yml runs for
+    tens of minutes, so each task is echoed as it starts.
+    """
+    cfg = load_project(ctx.stack)
+    logs = cache_dir() / "lab"
+    logs.mkdir(parents=True, exist_ok=True)
+    path = logs / log_name
+    argv = [
+        str(Path(sys.executable).with_name("ansible-playbook")),
+        "-i",
+        str(cfg.inventory_path),
+        str(repo_root() / playbook),
+    ]
+    log("$ " + shlex.join(argv) + f"  (full output: {path})")
+    started = time.monotonic()
+    recap: list[str] = []
+    env = {**ctx.env, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
+    with (
+        path.open("w") as out,
+        subprocess.Popen(
+            argv,
+            cwd=repo_root(),
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        ) as proc,
+    ):
+        assert proc.stdout is not None
+        in_recap = False
+        for line in proc.stdout:
+            out.write(line)
+            in_recap = in_recap or line.startswith("PLAY RECAP")
+            if in_recap and line.strip() and not line.startswith("PLAY RECAP"):
+                recap.append(" ".join(line.split()))
+            if line.startswith(_PLAYBOOK_PROGRESS):
+                elapsed = time.monotonic() - started
+                header = line.rstrip().rstrip(" *")
+                print(f"[lab]   +{elapsed:5.0f}s {header}", flush=True)
+    if proc.returncode != 0:
+        tail = "\n".join(path.read_text().splitlines()[-30:])
+        raise StageError(f"{playbook} failed (exit {proc.returncode}, log {path}):\n{tail}")
+    return "; ".join(recap)
+
+
+def stage_cluster(ctx: LabContext) -> str:
+    """The lab VMs (booted, or reused while they run), then playbooks/site.yml on them.
+
+    The VMs keep their disks when stopped (make lab-down), so a re-run
+    resumes the cluster and site.yml reports nothing to change.
+    """
+    from infra.vm import image as vm_image  # noqa: PLC0415 -- only when run
+
+    try:
+        cfg = load_project(ctx.stack)
+    except ConfigError as exc:
+        raise StageError(str(exc)) from exc
+    vms = [n for n in cfg.nodes if n.lab_vm_ip]
+    if not vms:
+        raise StageError(
+            f"{cfg.inventory_path}: no host has depcon_lab_vm_ip; the cluster stage boots the "
+            "local lab's VMs. For your own servers run playbooks/site.yml (docs/ansible.md)"
+        )
+    try:
+        img = vm_image.build_image()
+        for node in vms:
+            assert node.lab_vm_ip is not None
+            inst, boot = vm_image.ensure_up(
+                node.name,
+                ssh_port=node.ssh_port,
+                cluster_ip=node.lab_vm_ip,
+                image=img,
+                mem_mb=cfg.stack.lab_vm_memory_mib,
+            )
+            how = "running, reused" if boot is None else f"booted in {boot:.0f} s"
+            ssh = f"ssh -p {node.ssh_port} -i {inst.identity_file} root@127.0.0.1"
+            log(f"VM {node.name}: {how} ({ssh})")
+    except vm_image.ImageError as exc:
+        raise StageError(str(exc)) from exc
+    recap = _playbook(ctx, "playbooks/site.yml", "site.log")
+    return f"{len(vms)} VMs; site.yml: {recap}"
+
+
+def stage_verify(ctx: LabContext) -> str:
+    """verify.yml: module, kubelet, Ready, SLO capacity; SLO pods placed and in vif."""
+    return "verify.yml: " + _playbook(ctx, "playbooks/verify.yml", "verify.log")
+
+
 def _not_built(module: str) -> bool:
     return importlib.util.find_spec(module) is None
 
@@ -262,8 +357,8 @@ def stages() -> list[Stage]:
             stage_scheduler,
             5,
         ),
-        Stage("cluster", "lab VMs, kubeadm cluster, DepCon on it", None, 6),
-        Stage("verify", "netperf pods meet their SLOs", None, 6),
+        Stage("cluster", "lab VMs, kubeadm cluster, DepCon on it (site.yml)", stage_cluster, 6),
+        Stage("verify", "verify.yml: DepCon on every node, SLO pods end to end", stage_verify, 6),
     ]
 
 

@@ -499,6 +499,8 @@ def up(
         raise ImageError(f"127.0.0.1:{ssh_port} is in use: pick another ssh port for VM {name}")
     state.mkdir(parents=True, exist_ok=True)
     overlay = state / "overlay.qcow2"
+    if not fresh and overlay.exists():
+        _check_overlay_image(name, state, image)
     if fresh or not overlay.exists():
         overlay.unlink(missing_ok=True)
         _run(
@@ -516,6 +518,7 @@ def up(
             ],
             "qemu-img create",
         )
+        (state / "image").write_text(image.path.name + "\n")
     # A stable per-name MAC and UUID (kubeadm wants unique product_uuid and MACs).
     tag = hashlib.sha256(name.encode()).hexdigest()
     mac = ":".join(["52", "54", tag[0:2], tag[2:4], tag[4:6]])
@@ -569,6 +572,52 @@ def up(
     )
 
 
+def _check_overlay_image(name: str, state: Path, image: Image) -> None:
+    """A kept overlay only boots on the image it was made from."""
+    made_from = (state / "image").read_text().strip() if (state / "image").exists() else "?"
+    if made_from != image.path.name:
+        raise ImageError(
+            f"VM {name}'s disk was made from image {made_from}, the recipe now builds "
+            f"{image.path.name}: `python -m infra.vm.image down {name}` drops the VM and its "
+            "state, then boot it again"
+        )
+
+
+def ensure_up(
+    name: str, *, ssh_port: int, cluster_ip: str, image: Image, mem_mb: int
+) -> tuple[Instance, float | None]:
+    """VM ``name`` running and answering SSH: reused if it already is, else booted on its disk.
+
+    Returns the instance and the boot seconds (None when reused). A lab VM
+    keeps its disk across stops, so a re-run (or a host reboot) finds the
+    cluster where it was.
+    """
+    state = instances_dir() / name
+    inst = Instance(name, ssh_port, cluster_ip, state, image.ssh_key)
+    if _alive(inst.pidfile) is None:
+        return up(
+            name,
+            ssh_port=ssh_port,
+            cluster_ip=cluster_ip,
+            image=image,
+            mem_mb=mem_mb,
+            fresh=False,
+        )
+    _check_overlay_image(name, state, image)
+    try:
+        recorded = json.loads((state / "instance.json").read_text())
+    except (OSError, ValueError):
+        recorded = {}
+    if recorded.get("port") != str(ssh_port):
+        raise ImageError(
+            f"VM {name} runs with SSH port {recorded.get('port', '?')}, the inventory says "
+            f"{ssh_port}: `python -m infra.vm.image down {name}` first"
+        )
+    if not _ssh_ready(inst):
+        raise ImageError(f"VM {name} runs but SSH on 127.0.0.1:{ssh_port} does not answer")
+    return inst, None
+
+
 def down(name: str, *, keep: bool = False) -> bool:
     """Stop VM ``name`` (qemu SIGTERM, then SIGKILL); remove its overlay unless ``keep``."""
     state = instances_dir() / name
@@ -610,6 +659,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p_down = sub.add_parser("down", help="stop VMs and remove their overlays")
     p_down.add_argument("names", nargs="+")
+    p_down.add_argument(
+        "--keep-disk", action="store_true", help="keep the overlays (boot again with --keep-disk)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.cmd == "path":
@@ -639,7 +691,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(out))
         elif args.cmd == "down":
             for name in args.names:
-                down(name)
+                print(f"{name}: {'stopped' if down(name, keep=args.keep_disk) else 'not running'}")
     except ImageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -38,6 +38,14 @@ def test_repository_configuration_loads(root: Path) -> None:
     assert cfg.versions.primary_kernel.abi.startswith("6.1.")
 
 
+def test_lab_inventory_names_its_vms(root: Path) -> None:
+    nodes = {n.name: n for n in load_inventory(root / "inventory/lab/hosts.yml")}
+    assert {n: (v.ssh_port, v.lab_vm_ip) for n, v in nodes.items()} == {
+        "lab-cp1": (2221, "10.10.0.11/24"),
+        "lab-w1": (2222, "10.10.0.12/24"),
+    }
+
+
 def test_sample_inventory_loads(root: Path) -> None:
     nodes = {n.name: n for n in load_inventory(root / "inventory/sample/hosts.yml")}
     assert nodes["node2"].slo_capacity_mbps == 10000
@@ -136,6 +144,10 @@ def worker(d: dict) -> dict:  # type: ignore[type-arg]
         (lambda d: worker(d).update(depcon_slo_capacity_mbps=-5), "1-10000000"),
         (lambda d: worker(d).update(depcon_slo_capacity_mbps="fast"), "must be an integer"),
         (lambda d: worker(d).update(depcon_slo_mbps=100), "unknown key"),
+        (lambda d: worker(d).update(depcon_lab_vm_ip="10.10.0.12"), "not an IPv4 address/prefix"),
+        (lambda d: worker(d).update(depcon_lab_vm_ip="10.10.0.300/24"), "not an IPv4"),
+        (lambda d: worker(d).update(ansible_port="ssh"), "must be a port number"),
+        (lambda d: worker(d).update(ansible_port=70000), "must be 1-65535"),
     ],
 )
 def test_bad_inventory(scratch: Path, change: object, problem: str) -> None:

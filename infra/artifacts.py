@@ -16,7 +16,9 @@ Everything is built here from Go modules fetched through the module proxy
   ``containerd-shim-runc-v2`` and ``ctr``, as upstream's ``make release``
   builds them (Debian 12 has only containerd 1.6; runc and the CNI plugins
   come from Debian, pinned in ``versions.yml``);
-* ``github.com/coredns/coredns``: ``coredns`` (image only).
+* ``github.com/coredns/coredns``: ``coredns`` (image only);
+* Debian's pinned ``netperf`` package with the libc it links (image only):
+  ``depcon.local/netperf``, the verification pods' image.
 
 From those binaries it writes OCI image archives named and tagged exactly as
 ``kubeadm config images list`` prints them, without a container daemon: each
@@ -105,6 +107,16 @@ ETCD_MODULES = (
     "go.etcd.io/etcd/etcdctl/v3",
 )
 COREDNS_MODULE = "github.com/coredns/coredns"
+NETPERF_IMAGE = "depcon.local/netperf"
+# netperf/netserver from the pinned .deb and, from libc6's .deb, what they
+# link (ldd: libc, libm and the loader): (file in the part, path in the .deb).
+NETPERF_FILES = (
+    ("netperf", "usr/bin/netperf"),
+    ("netserver", "usr/bin/netserver"),
+    ("libc.so.6", "lib/x86_64-linux-gnu/libc.so.6"),
+    ("libm.so.6", "lib/x86_64-linux-gnu/libm.so.6"),
+    ("ld-linux-x86-64.so.2", "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"),
+)
 # containerd's Makefile: PACKAGE, stamped into <PACKAGE>/version.
 CONTAINERD_PACKAGE = "github.com/containerd/containerd/v2"
 
@@ -185,6 +197,7 @@ class Image:
     entrypoint: tuple[str, ...]
     user: str = "0"
     capabilities: Mapping[str, bytes] = field(default_factory=dict)  # path -> xattr
+    dirs: tuple[str, ...] = ()  # directories the files need beyond the base layer
 
     @property
     def name(self) -> str:
@@ -398,6 +411,18 @@ def plan(versions: Versions | None = None) -> Plan:
             },
             bundle_dir=None,
         ),
+        Part(
+            "netperf",
+            tuple(Program(name, path) for name, path in NETPERF_FILES),
+            {
+                "package": f"{v.netperf.package}={v.netperf.version}",
+                "sha256": v.netperf.sha256,
+                "libc6": _tool_version(
+                    ["dpkg-query", "--showformat=${Version}", "--show", "libc6"], "dpkg-query"
+                ),
+            },
+            bundle_dir=None,
+        ),
     )
     return Plan(
         versions=v, parts=parts, images=expected_images(v), patch_hash=patch_hash, build_date=date
@@ -439,6 +464,19 @@ def expected_images(v: Versions) -> tuple[Image, ...]:
             ("/coredns",),
             user="65532:65532",
             capabilities={"coredns": _CAP_NET_BIND_SERVICE},
+        )
+    )
+    # The verification pods: netserver, and netperf against it.
+    lib = "lib/x86_64-linux-gnu"
+    images.append(
+        Image(
+            f"{NETPERF_IMAGE}:{v.netperf.version}",
+            tuple(("netperf", name, path) for name, path in NETPERF_FILES[:2])
+            + tuple(("netperf", name, f"{lib}/{name}") for name, _ in NETPERF_FILES[2:4])
+            + (("netperf", "ld-linux-x86-64.so.2", "lib64/ld-linux-x86-64.so.2"),),
+            ("/usr/bin/netserver", "-D"),
+            user="65532:65532",
+            dirs=("usr/bin/", "lib/", f"{lib}/", "lib64/"),
         )
     )
     return tuple(images)
@@ -777,6 +815,35 @@ def _build_coredns(part: Part, p: Plan, work: Path, out: Path, progress: _Progre
     )
 
 
+def _build_netperf(part: Part, p: Plan, work: Path, out: Path, progress: _Progress) -> None:
+    """netperf's and libc6's files out of their Debian packages (apt checks the archive)."""
+    pin = p.versions.netperf
+    progress.step("unpacking", "netperf")
+    _run(
+        ["apt-get", "download", str(part.recipe["package"]), f"libc6={part.recipe['libc6']}"],
+        work,
+        "apt-get download netperf and libc6 (run scripts/setup: it enables non-free)",
+        dict(os.environ),
+    )
+    root = work / "root"
+    for deb in sorted(work.glob("*.deb")):
+        got = _sha256(deb)
+        if deb.name.startswith(f"{pin.package}_") and got != pin.sha256:
+            raise ArtifactError(
+                f"{deb.name} has sha256 {got}, versions.yml netperf.sha256 pins {pin.sha256}"
+            )
+        _run(
+            ["dpkg-deb", "--extract", str(deb), str(root)],
+            work,
+            f"unpacking {deb.name}",
+            dict(os.environ),
+        )
+    for program in part.programs:
+        progress.step("copying", program.name)
+        # The loader is a symlink into lib/ in some layouts: copy what it points to.
+        shutil.copyfile(root / program.package, out / program.name, follow_symlinks=True)
+
+
 def _build_containerd(part: Part, p: Plan, work: Path, out: Path, progress: _Progress) -> None:
     pin = p.versions.containerd
     found = _go_download([(pin.module, pin.version)], work)[pin.module]
@@ -816,6 +883,7 @@ _BUILDERS: dict[str, Callable[[Part, Plan, Path, Path, _Progress], None]] = {
     "etcd": _build_etcd,
     "containerd": _build_containerd,
     "coredns": _build_coredns,
+    "netperf": _build_netperf,
 }
 
 
@@ -953,7 +1021,8 @@ def _oci_archive(
     """Write one image as an OCI layout tar; returns the manifest digest."""
     mtime = int(datetime.fromisoformat(p.build_date.replace("Z", "+00:00")).timestamp())
     entries: list[tuple[str, bytes | Path | None, int]] = [
-        (path, bins[(part, program)], 0o755) for part, program, path in image.files
+        *((d, None, 0o755) for d in image.dirs),
+        *((path, bins[(part, program)], 0o755) for part, program, path in image.files),
     ]
     layer = _write_layer(
         blobs / f".layer-{image.name.replace('/', '_')}", entries, mtime, image.capabilities

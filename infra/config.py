@@ -388,6 +388,8 @@ class HostVars:
     depcon_slo_capacity_mbps: int | None = None
     # Local lab only: this host is a qemu VM make lab boots, its eth0 at this address/prefix.
     depcon_lab_vm_ip: str | None = None
+    # verify.yml's netperf goal on this node (default: its SLO capacity, the promise).
+    depcon_verify_netperf_mbps: int | None = None
 
     def __post_init__(self) -> None:
         _check(
@@ -399,6 +401,11 @@ class HostVars:
             _check(
                 0 < self.depcon_slo_capacity_mbps <= 10_000_000,
                 "depcon_slo_capacity_mbps must be 1-10000000 (Mbps)",
+            )
+        if self.depcon_verify_netperf_mbps is not None:
+            _check(
+                0 < self.depcon_verify_netperf_mbps <= 10_000_000,
+                "depcon_verify_netperf_mbps must be 1-10000000 (Mbps)",
             )
         if self.depcon_lab_vm_ip is not None:
             try:

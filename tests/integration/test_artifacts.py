@@ -201,9 +201,16 @@ def _kubeadm_images(bundle: Bundle) -> set[str]:
     return set(out.split())
 
 
+def _netperf_ref() -> str:
+    return f"{artifacts.NETPERF_IMAGE}:{load_versions().netperf.version}"
+
+
 def test_images_are_what_kubeadm_looks_up(bundle: Bundle) -> None:
+    """kubeadm's images, plus only the verification pods' netperf image."""
     wanted = _kubeadm_images(bundle)
     have = {ref for p in (bundle.root / "images").glob("*.tar") for ref in _archive_refs(p)}
+    assert _netperf_ref() in have
+    have.discard(_netperf_ref())
     assert have <= wanted, f"images kubeadm does not use: {sorted(have - wanted)}"
     missing = {ref.rsplit(":", 1)[0].split("/", 1)[1] for ref in wanted - have}
     assert missing == set(MISSING_IMAGES), f"undocumented missing images: {sorted(missing)}"
@@ -439,7 +446,7 @@ def test_containerd_imports_what_kubeadm_looks_up(bundle: Bundle, imported: set[
         for ref in _kubeadm_images(bundle)
         if ref.rsplit(":", 1)[0].split("/", 1)[1] not in MISSING_IMAGES
     }
-    assert imported == wanted
+    assert imported == wanted | {_netperf_ref()}
 
 
 def test_containerd_unpacked_every_image(containerd: Containerd, imported: set[str]) -> None:
@@ -493,6 +500,30 @@ def test_containerd_runs_etcd_from_its_image(containerd: Containerd, imported: s
         "--version",
     )
     assert f"etcd Version: {v.etcd.version[1:]}" in out, out
+
+
+def test_containerd_runs_netperf_from_its_image(containerd: Containerd, imported: set[str]) -> None:
+    """The verification image's netperf runs: Debian's binary finds its loader and libc."""
+    if shutil.which("runc", path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+        pytest.skip("runc is not installed (versions.yml runc): run `make setup`")
+    assert _netperf_ref() in imported
+    out = containerd.ctr(
+        "run",
+        "--rm",
+        "--snapshotter",
+        containerd.snapshotter,
+        "--runc-root",
+        containerd.dir / "runc",
+        "--fifo-dir",
+        containerd.dir / "fifo",
+        "--cgroup",
+        f"{containerd.cgroup_parent}/netperf-version",
+        _netperf_ref(),
+        "netperf-version",
+        "/usr/bin/netperf",
+        "-V",
+    )
+    assert f"Netperf version {load_versions().netperf.version.split('-')[0]}" in out, out
 
 
 def test_containerd_module_sum_is_checked(tmp_path: Path) -> None:

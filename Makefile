@@ -78,8 +78,8 @@ test-kernel: ## kernel module tests in a real kernel under qemu
 test-integration: ## integration tests (real Pulumi engine, Ansible)
 	@echo "== test: integration"; $(PY) -m pytest -m integration tests
 
-# Scenarios run by test-molecule; "node cluster" adds the two-VM site.yml run.
-MOLECULE_SCENARIOS ?= node
+# Scenarios run by test-molecule: node (one VM), cluster (two VMs, site.yml).
+MOLECULE_SCENARIOS ?= node cluster
 
 test-molecule: setup ## molecule scenarios on Debian 12 VMs (qemu TCG; VM image cached)
 	@echo "== test: molecule ($(MOLECULE_SCENARIOS))"; \

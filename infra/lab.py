@@ -238,6 +238,16 @@ def _wait_pod(core: Any, name: str, done: Callable[[Any], bool], timeout: float 
 _PLAYBOOK_PROGRESS = ("PLAY [", "TASK [", "fatal:", "failed:", "ERROR!", "PLAY RECAP")
 
 
+def _lab_key() -> str:
+    """The lab VMs' root key (inventory/lab resolves it too, once per task: slower)."""
+    from infra.vm import image as vm_image  # noqa: PLC0415 -- only when run
+
+    try:
+        return str(vm_image.build_image(log=False).ssh_key)
+    except vm_image.ImageError as exc:
+        raise StageError(str(exc)) from exc
+
+
 def _playbook(ctx: LabContext, playbook: str, log_name: str) -> str:
     """ansible-playbook on the stack's inventory; task names shown, output logged.
 
@@ -252,6 +262,8 @@ def _playbook(ctx: LabContext, playbook: str, log_name: str) -> str:
         str(Path(sys.executable).with_name("ansible-playbook")),
         "-i",
         str(cfg.inventory_path),
+        "--extra-vars",
+        f"ansible_ssh_private_key_file={_lab_key()}",
         str(repo_root() / playbook),
     ]
     log("$ " + shlex.join(argv) + f"  (full output: {path})")

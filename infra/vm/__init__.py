@@ -8,12 +8,13 @@ The pieces, by concern:
 - ``runner``: boots qemu, collects the script's output and ``dmesg``, judges the run.
 - ``lib.sh``: kselftest-style shell helpers the scripts source (``VM_LIB``).
 - ``demo.sh``: the short SLO demo ``make lab`` runs (stage vif-demo).
-- ``image``: full Debian 12 disk images (debootstrap) and VMs booted from them (molecule).
+- ``image``: full Debian 12 disk images (debootstrap) and VMs booted from them (molecule,
+  the lab); import it as ``infra.vm.image``. It is not re-exported here, so that
+  ``python -m infra.vm.image`` does not find itself imported before it runs.
 """
 
 from pathlib import Path
 
-from infra.vm.image import Image, ImageError, Instance, build_image, down, up
 from infra.vm.runner import VmError, VmResult, kernel_by_name, run_script
 
 VM_LIB = Path(__file__).resolve().parent / "lib.sh"
@@ -22,14 +23,8 @@ DEMO = Path(__file__).resolve().parent / "demo.sh"
 __all__ = [
     "DEMO",
     "VM_LIB",
-    "Image",
-    "ImageError",
-    "Instance",
     "VmError",
     "VmResult",
-    "build_image",
-    "down",
     "kernel_by_name",
     "run_script",
-    "up",
 ]

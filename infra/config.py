@@ -345,8 +345,19 @@ class StackConfig:
     )
     slo_resource_name: str | None = field(default=None, metadata={"key": "depcon:sloResourceName"})
     lab_vm_memory_mib: int = field(default=2048, metadata={"key": "depcon:labVmMemoryMiB"})
+    # What `pulumi up` runs on the inventory, in order (infra/host_layer.py). The
+    # lab keeps the preflight only: make lab runs site.yml itself, task by task.
+    host_playbooks: list[str] = field(
+        default_factory=lambda: ["playbooks/preflight.yml"],
+        metadata={"key": "depcon:hostPlaybooks"},
+    )
 
     def __post_init__(self) -> None:
+        for playbook in self.host_playbooks:
+            _check(
+                bool(_PLAYBOOK.match(playbook)),
+                f"depcon:hostPlaybooks entry {playbook!r} is not playbooks/<name>.yml",
+            )
         if self.slo_resource_name is not None:
             validate_extended_resource_name(self.slo_resource_name)
         _check(
@@ -356,6 +367,7 @@ class StackConfig:
 
 
 _INT_STACK_KEYS = ("depcon:labVmMemoryMiB",)
+_PLAYBOOK = re.compile(r"^playbooks/[a-z0-9_-]+\.yml$")
 
 
 def load_stack(stack: str, root: Path | None = None) -> StackConfig:
@@ -525,6 +537,13 @@ class ProjectConfig:
 def load_project(stack: str, root: Path | None = None) -> ProjectConfig:
     root = root or repo_root()
     stack_cfg = load_stack(stack, root)
+    for playbook in stack_cfg.host_playbooks:
+        if not (root / playbook).is_file():
+            raise ConfigError(
+                root / f"Pulumi.{stack}.yaml",
+                "config.depcon:hostPlaybooks",
+                f"{playbook} does not exist",
+            )
     versions = load_versions(root / "versions.yml")
     inventory_path = (root / stack_cfg.inventory).resolve()
     nodes = load_inventory(inventory_path)

@@ -1,7 +1,9 @@
 """The host layer: Ansible playbooks, driven by Pulumi through ansible-runner.
 
-Today it runs the controller preflight (playbooks/preflight.yml); the cluster
-playbooks join it as their issues land (docs/architecture.md keeps the list).
+The stack's ``depcon:hostPlaybooks`` lists them (default: the controller
+preflight, playbooks/preflight.yml; a production stack adds
+playbooks/site.yml). Each is a resource re-run only when a file it reads
+changes.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ class HostLayerArgs:
 
     @classmethod
     def from_config(cls, cfg: ProjectConfig) -> HostLayerArgs:
-        return cls(inventory=str(cfg.inventory_path.relative_to(repo_root())))
+        return cls(
+            inventory=str(cfg.inventory_path.relative_to(repo_root())),
+            playbooks=list(cfg.stack.host_playbooks),
+        )
 
 
 class HostLayer(pulumi.ComponentResource):
@@ -39,11 +44,14 @@ class HostLayer(pulumi.ComponentResource):
     ) -> None:
         super().__init__("depcon:host:Layer", name, None, opts)
         root = repo_root()
+        # Whole directories: site.yml imports its siblings, tasks/ and
+        # templates/; an inventory's group_vars/ sit beside its hosts file.
         shared = [
+            root / "playbooks",
             root / "roles",
             root / "versions.yml",
             root / "ansible.cfg",
-            root / args.inventory,
+            (root / args.inventory).parent,
         ]
         self.runs = []
         previous: AnsiblePlaybook | None = None
@@ -54,7 +62,7 @@ class HostLayer(pulumi.ComponentResource):
                     playbook=playbook,
                     inventory=args.inventory,
                     extra_vars={},
-                    inputs_hash=inputs_hash([root / playbook, *shared]),
+                    inputs_hash=inputs_hash(shared),
                 ),
                 pulumi.ResourceOptions(parent=self, depends_on=[previous] if previous else None),
             )

@@ -22,4 +22,5 @@ def scratch(tmp_path: Path) -> Path:
     for name in ("versions.yml", "Pulumi.lab.yaml"):
         shutil.copy(src / name, tmp_path / name)
     shutil.copytree(src / "inventory", tmp_path / "inventory")
+    shutil.copytree(src / "playbooks", tmp_path / "playbooks")
     return tmp_path

@@ -102,6 +102,9 @@ def test_versions_file_not_yaml(scratch: Path) -> None:
         ("depcon:labVmMemoryMiB", "2048MiB", "must be an integer"),
         ("depcon:labVmMemoryMiB", "-1", "must be an integer"),
         ("depcon:labVmMemoryMiB", 64, "512-16384"),
+        ("depcon:hostPlaybooks", "playbooks/site.yml", "must be a list"),
+        ("depcon:hostPlaybooks", ["/etc/passwd"], "is not playbooks/<name>.yml"),
+        ("depcon:hostPlaybooks", ["playbooks/../x.yml"], "is not playbooks/<name>.yml"),
     ],
 )
 def test_bad_stack_file(scratch: Path, key: str, value: object, problem: str) -> None:
@@ -124,6 +127,22 @@ def test_pulumi_string_numbers_are_integers(scratch: Path) -> None:
         scratch / "Pulumi.lab.yaml", lambda d: d["config"].update({"depcon:labVmMemoryMiB": "4096"})
     )
     assert load_stack("lab", scratch).lab_vm_memory_mib == 4096
+
+
+def test_host_playbooks(scratch: Path) -> None:
+    assert load_project("lab", scratch).stack.host_playbooks == ["playbooks/preflight.yml"]
+    both = ["playbooks/preflight.yml", "playbooks/site.yml"]
+    edit(scratch / "Pulumi.lab.yaml", lambda d: d["config"].update({"depcon:hostPlaybooks": both}))
+    assert load_project("lab", scratch).stack.host_playbooks == both
+
+
+def test_missing_host_playbook(scratch: Path) -> None:
+    edit(
+        scratch / "Pulumi.lab.yaml",
+        lambda d: d["config"].update({"depcon:hostPlaybooks": ["playbooks/nope.yml"]}),
+    )
+    with pytest.raises(ConfigError, match=r"depcon:hostPlaybooks: playbooks/nope.yml does not exist"):
+        load_project("lab", scratch)
 
 
 def test_missing_stack_file(scratch: Path) -> None:

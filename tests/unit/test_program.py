@@ -58,11 +58,11 @@ def test_program_composes_host_layer() -> Any:
         root = repo_root()
         expected = inputs_hash(
             [
-                root / "playbooks/preflight.yml",
+                root / "playbooks",
                 root / "roles",
                 root / "versions.yml",
                 root / "ansible.cfg",
-                root / "inventory/lab/hosts.yml",
+                root / "inventory/lab",
             ]
         )
         assert runs[0].inputs["inputs_hash"] == expected

@@ -141,7 +141,7 @@ def test_missing_host_playbook(scratch: Path) -> None:
         scratch / "Pulumi.lab.yaml",
         lambda d: d["config"].update({"depcon:hostPlaybooks": ["playbooks/nope.yml"]}),
     )
-    with pytest.raises(ConfigError, match=r"depcon:hostPlaybooks: playbooks/nope.yml does not exist"):
+    with pytest.raises(ConfigError, match=r"hostPlaybooks: playbooks/nope.yml does not exist"):
         load_project("lab", scratch)
 
 

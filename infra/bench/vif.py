@@ -9,7 +9,7 @@ limit the sweep found meeting the SLO (``staticmin``: vif's CPU is compared with
 over the same window), (c) no limit, (d) the CNI bandwidth plugin's method (tc token
 bucket at the SLO). The SLO is what one sender gets from 20% of a CPU in the sweep.
 Then vif alone again at N = 2 (with the goal change) with the module reloaded at
-period_ms 100, 200 and 500, and at tol_pct 2 and 5: convergence and spread per
+period_ms 100, 200 and 500, and at tol_pct 1, 2 and 5: convergence and spread per
 setting, the measurements behind the defaults. Writes reports/bench/vif.json and vif.png.
 """
 

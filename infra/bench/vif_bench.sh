@@ -150,7 +150,7 @@ for pm in ${BENCH_PERIODS:-100 200 500}; do
 done
 # tol_pct sweep: the same run at the default period with each hysteresis
 # band (cfg viftT): the measurement behind the default tol_pct.
-for tp in ${BENCH_TOLS:-2 5}; do
+for tp in ${BENCH_TOLS:-1 2 5}; do
 	unload
 	load period_ms=${VIF_PERIOD_MS:-200} tol_pct=$tp || { echo "insmod tol_pct=$tp failed"; exit $KSFT_FAIL; }
 	run vift$tp 2 $GOAL

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
+from infra import lab
 from infra.ansible_run import PlaybookError, run_playbook, run_playbook_isolated
 from infra.config import load_versions
 
@@ -86,3 +88,40 @@ def test_ansible_reads_the_same_versions_as_python(tmp_path: Path, root: Path) -
     seen = json.loads(dump.read_text())
     assert seen == yaml.safe_load((root / "versions.yml").read_text())
     assert seen["kubernetes"]["version"] == load_versions().kubernetes.version
+
+
+def _lab_playbook(tmp_path: Path, tasks: list[dict[str, object]]) -> Path:
+    path = tmp_path / "play.yml"
+    path.write_text(
+        yaml.safe_dump(
+            [{"name": "probe", "hosts": "controller", "gather_facts": False, "tasks": tasks}]
+        )
+    )
+    return path
+
+
+def test_lab_playbook_shows_tasks_and_returns_the_recap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """make lab's runner (infra/lab.py) with the real ansible-playbook on the lab inventory."""
+    monkeypatch.setattr(lab, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(lab, "_lab_key", lambda: "/nonexistent-key")  # localhost needs none
+    play = _lab_playbook(tmp_path, [{"name": "say hello", "ansible.builtin.debug": {"msg": "hi"}}])
+    ctx = lab.LabContext(stack="lab", env=dict(os.environ))
+    recap = lab._playbook(ctx, str(play), "probe.log")
+    assert recap.startswith("localhost : ok=1 changed=0 unreachable=0 failed=0")
+    assert "TASK [say hello]" in capsys.readouterr().out
+    assert "ok: [localhost]" in (tmp_path / "lab" / "probe.log").read_text()
+
+
+def test_lab_playbook_failure_names_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lab, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(lab, "_lab_key", lambda: "/nonexistent-key")
+    play = _lab_playbook(tmp_path, [{"name": "break", "ansible.builtin.fail": {"msg": "no disk"}}])
+    ctx = lab.LabContext(stack="lab", env=dict(os.environ))
+    with pytest.raises(lab.StageError) as err:
+        lab._playbook(ctx, str(play), "probe.log")
+    assert f"log {tmp_path / 'lab' / 'probe.log'}" in str(err.value)
+    assert "no disk" in str(err.value)

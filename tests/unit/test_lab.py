@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from infra import lab
+from infra.config import load_project
+from tests.unit.test_config import edit
 
 pytestmark = pytest.mark.unit
 
@@ -72,3 +76,14 @@ def test_config_stage_reports_bad_config(monkeypatch: pytest.MonkeyPatch) -> Non
     ctx = lab.LabContext(stack="no-such-stack", env={})
     with pytest.raises(lab.StageError, match=r"Pulumi\.no-such-stack\.yaml: file not found"):
         lab.stage_config(ctx)
+
+
+def test_cluster_stage_needs_lab_vms(monkeypatch: pytest.MonkeyPatch, scratch: Path) -> None:
+    """An inventory of real servers is not booted: the stage says what to run instead."""
+    edit(
+        scratch / "Pulumi.lab.yaml",
+        lambda d: d["config"].update({"depcon:inventory": "inventory/sample/hosts.yml"}),
+    )
+    monkeypatch.setattr(lab, "load_project", lambda stack: load_project(stack, scratch))
+    with pytest.raises(lab.StageError, match=r"no host has depcon_lab_vm_ip.*playbooks/site\.yml"):
+        lab.stage_cluster(lab.LabContext(stack="lab", env={}))

@@ -54,6 +54,7 @@ MAX_CUSTOM_SCORE = 10
 MAX_RESOURCE_WEIGHT = 100
 MAX_PLUGIN_WEIGHT = 100
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_SECONDS = re.compile(r"^[0-9]+s$")  # whole seconds, as the role documents them
 
 Mode = Literal["profile", "default"]
 
@@ -96,6 +97,8 @@ class SchedulerSettings:
     shape: tuple[ShapePoint, ...] = DEFAULT_SHAPE
     percentage_of_nodes_to_score: int = 100
     leader_elect: bool = True
+    # Lease duration, renew deadline, retry period (upstream's defaults).
+    leader_election: tuple[str, str, str] = ("15s", "10s", "2s")
 
     @classmethod
     def from_versions(cls, **overrides: Any) -> SchedulerSettings:
@@ -153,7 +156,23 @@ class SchedulerSettings:
             raise SchedulerConfigError(
                 PREFIX + "leader_elect", f"{self.leader_elect!r} must be true or false"
             )
+        self._validate_leader_election()
         self._validate_shape()
+
+    def _validate_leader_election(self) -> None:
+        key = PREFIX + "leader_election"
+        times = self.leader_election
+        if len(times) != 3 or not all(isinstance(t, str) and _SECONDS.match(t) for t in times):
+            raise SchedulerConfigError(
+                key,
+                f"{list(times)!r} must be [lease duration, renew deadline, retry period], e.g. 15s",
+            )
+        lease, renew, retry = (int(t[:-1]) for t in times)
+        # kube-scheduler's own rule (leaderelection config validation).
+        if not lease > renew > retry > 0:
+            raise SchedulerConfigError(
+                key, f"{list(times)!r}: needs lease duration > renew deadline > retry period > 0"
+            )
 
     def _validate_shape(self) -> None:
         key = PREFIX + "shape"
@@ -193,6 +212,7 @@ class SchedulerSettings:
             ],
             PREFIX + "percentage_of_nodes_to_score": self.percentage_of_nodes_to_score,
             PREFIX + "leader_elect": self.leader_elect,
+            PREFIX + "leader_election": list(self.leader_election),
         }
 
 

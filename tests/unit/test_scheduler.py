@@ -51,7 +51,12 @@ def test_mode_profile_adds_depcon_beside_an_untouched_default() -> None:
     assert doc["apiVersion"] == "kubescheduler.config.k8s.io/v1"
     assert doc["kind"] == "KubeSchedulerConfiguration"
     assert doc["clientConnection"] == {"kubeconfig": "/etc/kubernetes/scheduler.conf"}
-    assert doc["leaderElection"] == {"leaderElect": True}
+    assert doc["leaderElection"] == {
+        "leaderElect": True,
+        "leaseDuration": "15s",
+        "renewDeadline": "10s",
+        "retryPeriod": "2s",
+    }
     profiles = _profiles(doc)
     assert list(profiles) == ["default-scheduler", "depcon-scheduler"]
     assert profiles["default-scheduler"] == {"schedulerName": "default-scheduler"}
@@ -123,6 +128,9 @@ def test_template_uses_only_prefixed_variables() -> None:
         ({"memory_weight": 101}, "depcon_scheduler_memory_weight", "1-100"),
         ({"plugin_weight": -2}, "depcon_scheduler_plugin_weight", "1-100"),
         ({"plugin_weight": True}, "depcon_scheduler_plugin_weight", "1-100"),
+        ({"leader_election": ("15s", "10s")}, "depcon_scheduler_leader_election", "retry period"),
+        ({"leader_election": ("1m", "40s", "10s")}, "depcon_scheduler_leader_election", "e.g. 15s"),
+        ({"leader_election": ("10s", "40s", "2s")}, "depcon_scheduler_leader_election", "lease"),
         (
             {"percentage_of_nodes_to_score": 101},
             "depcon_scheduler_percentage_of_nodes_to_score",

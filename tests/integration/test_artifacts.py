@@ -476,14 +476,11 @@ def test_containerd_unpacked_every_image(containerd: Containerd, imported: set[s
             target.rmdir()
 
 
-def test_containerd_runs_etcd_from_its_image(containerd: Containerd, imported: set[str]) -> None:
-    """`ctr run` of the etcd image with the pinned Debian runc: the whole runtime path."""
+def _ctr_run(containerd: Containerd, ref: str, name: str, *argv: str) -> str:
+    """`ctr run --rm` of ``ref`` with the pinned Debian runc; returns its output."""
     if shutil.which("runc", path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
         pytest.skip("runc is not installed (versions.yml runc): run `make setup`")
-    v = load_versions()
-    ref = f"{v.kubernetes.image_repository}/etcd:{v.etcd.image_tag}"
-    assert ref in imported
-    out = containerd.ctr(
+    return containerd.ctr(
         "run",
         "--rm",
         "--snapshotter",
@@ -493,36 +490,26 @@ def test_containerd_runs_etcd_from_its_image(containerd: Containerd, imported: s
         "--fifo-dir",
         containerd.dir / "fifo",
         "--cgroup",
-        f"{containerd.cgroup_parent}/etcd-version",
+        f"{containerd.cgroup_parent}/{name}",
         ref,
-        "etcd-version",
-        "/usr/local/bin/etcd",
-        "--version",
+        name,
+        *argv,
     )
+
+
+def test_containerd_runs_etcd_from_its_image(containerd: Containerd, imported: set[str]) -> None:
+    """`ctr run` of the etcd image with the pinned Debian runc: the whole runtime path."""
+    v = load_versions()
+    ref = f"{v.kubernetes.image_repository}/etcd:{v.etcd.image_tag}"
+    assert ref in imported
+    out = _ctr_run(containerd, ref, "etcd-version", "/usr/local/bin/etcd", "--version")
     assert f"etcd Version: {v.etcd.version[1:]}" in out, out
 
 
 def test_containerd_runs_netperf_from_its_image(containerd: Containerd, imported: set[str]) -> None:
     """The verification image's netperf runs: Debian's binary finds its loader and libc."""
-    if shutil.which("runc", path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
-        pytest.skip("runc is not installed (versions.yml runc): run `make setup`")
     assert _netperf_ref() in imported
-    out = containerd.ctr(
-        "run",
-        "--rm",
-        "--snapshotter",
-        containerd.snapshotter,
-        "--runc-root",
-        containerd.dir / "runc",
-        "--fifo-dir",
-        containerd.dir / "fifo",
-        "--cgroup",
-        f"{containerd.cgroup_parent}/netperf-version",
-        _netperf_ref(),
-        "netperf-version",
-        "/usr/bin/netperf",
-        "-V",
-    )
+    out = _ctr_run(containerd, _netperf_ref(), "netperf-version", "/usr/bin/netperf", "-V")
     assert f"Netperf version {load_versions().netperf.version.split('-')[0]}" in out, out
 
 

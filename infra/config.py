@@ -409,16 +409,10 @@ class HostVars:
             f"depcon_node_interface {self.depcon_node_interface!r} is not a Linux "
             "interface name (1-15 of A-Z a-z 0-9 _ . -)",
         )
-        if self.depcon_slo_capacity_mbps is not None:
-            _check(
-                0 < self.depcon_slo_capacity_mbps <= 10_000_000,
-                "depcon_slo_capacity_mbps must be 1-10000000 (Mbps)",
-            )
-        if self.depcon_verify_netperf_mbps is not None:
-            _check(
-                0 < self.depcon_verify_netperf_mbps <= 10_000_000,
-                "depcon_verify_netperf_mbps must be 1-10000000 (Mbps)",
-            )
+        for key in ("depcon_slo_capacity_mbps", "depcon_verify_netperf_mbps"):
+            mbps = getattr(self, key)
+            if mbps is not None:
+                _check(0 < mbps <= 10_000_000, f"{key} must be 1-10000000 (Mbps)")
         if self.depcon_lab_vm_ip is not None:
             try:
                 ipaddress.IPv4Interface(self.depcon_lab_vm_ip)

@@ -163,6 +163,7 @@ def worker(d: dict) -> dict:  # type: ignore[type-arg]
         (lambda d: worker(d).update(depcon_slo_capacity_mbps=-5), "1-10000000"),
         (lambda d: worker(d).update(depcon_slo_capacity_mbps="fast"), "must be an integer"),
         (lambda d: worker(d).update(depcon_slo_mbps=100), "unknown key"),
+        (lambda d: worker(d).update(depcon_verify_netperf_mbps=0), "depcon_verify_netperf_mbps"),
         (lambda d: worker(d).update(depcon_lab_vm_ip="10.10.0.12"), "not an IPv4 address/prefix"),
         (lambda d: worker(d).update(depcon_lab_vm_ip="10.10.0.300/24"), "not an IPv4"),
         (lambda d: worker(d).update(ansible_port="ssh"), "must be a port number"),

@@ -266,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         help="re-summarize a saved run (reports/bench/vif.log) instead of running the VM",
     )
     args = parser.parse_args(argv)
+    if args.from_log and not args.from_log.is_file():
+        parser.error(f"--from-log {args.from_log}: no such file (a saved reports/bench/vif.log)")
     if args.from_log:
         output = args.from_log.read_text()
         saved = json.loads((repo_root() / "reports" / "bench" / "vif.json").read_text())

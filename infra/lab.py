@@ -248,6 +248,13 @@ def _lab_key() -> str:
         raise StageError(str(exc)) from exc
 
 
+def _bundle_dir() -> Path:
+    """Where make artifacts puts the bundle for the pinned version (built or not)."""
+    from infra.artifacts import bundle_path  # noqa: PLC0415 -- only when run
+
+    return bundle_path()
+
+
 def _playbook(ctx: LabContext, playbook: str, log_name: str) -> str:
     """ansible-playbook on the stack's inventory; task names shown, output logged.
 
@@ -262,14 +269,20 @@ def _playbook(ctx: LabContext, playbook: str, log_name: str) -> str:
         str(Path(sys.executable).with_name("ansible-playbook")),
         "-i",
         str(cfg.inventory_path),
-        "--extra-vars",
-        f"ansible_ssh_private_key_file={_lab_key()}",
         str(repo_root() / playbook),
     ]
     log("$ " + shlex.join(argv) + f"  (full output: {path})")
     started = time.monotonic()
     recap: list[str] = []
-    env = {**ctx.env, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
+    # inventory/lab reads the key and the bundle from these before it falls
+    # back to running Python, which it would do per task and host.
+    env = {
+        "DEPCON_BUNDLE_DIR": str(_bundle_dir()),
+        **ctx.env,
+        "DEPCON_LAB_SSH_KEY": _lab_key(),
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_NOCOLOR": "1",
+    }
     with (
         path.open("w") as out,
         subprocess.Popen(

@@ -106,12 +106,18 @@ def test_lab_playbook_shows_tasks_and_returns_the_recap(
     """make lab's runner (infra/lab.py) with the real ansible-playbook on the lab inventory."""
     monkeypatch.setattr(lab, "cache_dir", lambda: tmp_path)
     monkeypatch.setattr(lab, "_lab_key", lambda: "/nonexistent-key")  # localhost needs none
-    play = _lab_playbook(tmp_path, [{"name": "say hello", "ansible.builtin.debug": {"msg": "hi"}}])
+    monkeypatch.setattr(lab, "_bundle_dir", lambda: tmp_path / "bundle")
+    monkeypatch.delenv("DEPCON_BUNDLE_DIR", raising=False)
+    # inventory/lab reads both from the environment instead of running Python per task.
+    probe = "{{ lookup('env', 'DEPCON_LAB_SSH_KEY') }} {{ depcon_bundle_dir }}"
+    play = _lab_playbook(tmp_path, [{"name": "say hello", "ansible.builtin.debug": {"msg": probe}}])
     ctx = lab.LabContext(stack="lab", env=dict(os.environ))
     recap = lab._playbook(ctx, str(play), "probe.log")
     assert recap.startswith("localhost : ok=1 changed=0 unreachable=0 failed=0")
     assert "TASK [say hello]" in capsys.readouterr().out
-    assert "ok: [localhost]" in (tmp_path / "lab" / "probe.log").read_text()
+    log = (tmp_path / "lab" / "probe.log").read_text()
+    assert "ok: [localhost]" in log
+    assert f"/nonexistent-key {tmp_path / 'bundle'}" in log
 
 
 def test_lab_playbook_failure_names_the_log(
@@ -119,6 +125,7 @@ def test_lab_playbook_failure_names_the_log(
 ) -> None:
     monkeypatch.setattr(lab, "cache_dir", lambda: tmp_path)
     monkeypatch.setattr(lab, "_lab_key", lambda: "/nonexistent-key")
+    monkeypatch.setattr(lab, "_bundle_dir", lambda: tmp_path / "bundle")
     play = _lab_playbook(tmp_path, [{"name": "break", "ansible.builtin.fail": {"msg": "no disk"}}])
     ctx = lab.LabContext(stack="lab", env=dict(os.environ))
     with pytest.raises(lab.StageError) as err:

@@ -9,14 +9,16 @@ limit the sweep found meeting the SLO (``staticmin``: vif's CPU is compared with
 over the same window), (c) no limit, (d) the CNI bandwidth plugin's method (tc token
 bucket at the SLO). The SLO is what one sender gets from 20% of a CPU in the sweep.
 Then vif alone again at N = 2 (with the goal change) with the module reloaded at
-period_ms 100, 200 and 500, and at tol_pct 1, 2 and 5: convergence and spread per
-setting, the measurements behind the defaults. Writes reports/bench/vif.json and vif.png.
+period_ms 100, 200 and 500, and at tol_pct 1, 2 and 5 (``--tol-repeats`` times, taking
+turns): convergence and spread per setting, the measurements behind the defaults.
+Writes reports/bench/vif.json and vif.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -31,8 +33,9 @@ from infra.vm import VM_LIB, kernel_by_name, run_script
 HERE = Path(__file__).resolve().parent
 SETTLE_S = 4.0  # samples before this are convergence, not steady state
 CONFIGS = ("vif", "static", "staticmin", "none", "tbf")
-# Parameter sweep runs: cfg vifp<period_ms>, vift<tol_pct>.
+# Parameter sweep runs: cfg vifp<period_ms>, vift<tol_pct>r<repetition>.
 SWEEPS = {"vifp": "period_ms", "vift": "tol_pct"}
+_SWEEP_CFG = re.compile(r"(\d+)(?:r(\d+))?$")
 CPU_TARGET_RATIO = 1.2  # vif's CPU at most 1.2x the smallest static quota meeting the goal
 
 
@@ -142,6 +145,7 @@ def summarize(output: str) -> dict[str, Any]:
         "cpu_vs_smallest_static": _cpu_ratios(configs),
         "period_sweep": sweeps["period_ms"],
         "tol_sweep": sweeps["tol_pct"],
+        "tol_by_setting": _by_setting(sweeps["tol_pct"], "tol_pct"),
         "overhead": over,
     }
 
@@ -169,10 +173,17 @@ def _cpu_ratios(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _sweep(cfgs: list[dict[str, Any]], prefix: str, param: str) -> list[dict[str, Any]]:
+    def setting(c: dict[str, Any]) -> tuple[int, int]:
+        m = _SWEEP_CFG.match(c["config"][len(prefix) :])
+        if not m:
+            raise ValueError(f"sweep run {c['config']!r} is not {prefix}<value>[r<repetition>]")
+        return int(m.group(1)), int(m.group(2) or 1)
+
     return sorted(
         (
             {
-                param: int(c["config"][len(prefix) :]),
+                param: setting(c)[0],
+                "run": setting(c)[1],
                 "n": c["n"],
                 "slo_met_share": c["slo_met_share"],
                 "spread_pct_of_goal": c["spread_pct_of_goal"],
@@ -186,8 +197,29 @@ def _sweep(cfgs: list[dict[str, Any]], prefix: str, param: str) -> list[dict[str
             }
             for c in cfgs
         ),
-        key=lambda r: r[param],
+        key=lambda r: (r[param], r["run"]),
     )
+
+
+def _by_setting(rows: list[dict[str, Any]], param: str) -> list[dict[str, Any]]:
+    """Repeated sweep runs per setting: every run's spread, their mean and worst."""
+    out = []
+    for value in sorted({r[param] for r in rows}):
+        runs = [r for r in rows if r[param] == value]
+        spreads = [r["spread_pct_of_goal"] for r in runs]
+        conv = [r["worst_convergence_s"] for r in runs]
+        out.append(
+            {
+                param: value,
+                "runs": len(runs),
+                "spread_pct_of_goal": spreads,
+                "mean_spread_pct_of_goal": round(statistics.fmean(spreads), 1),
+                "worst_spread_pct_of_goal": max(spreads),
+                "slo_met_share_min": min(r["slo_met_share"] for r in runs),
+                "worst_convergence_s": None if None in conv else max(conv),
+            }
+        )
+    return out
 
 
 def plot(output: str, summary: dict[str, Any], path: Path) -> None:
@@ -235,7 +267,10 @@ def plot(output: str, summary: dict[str, Any], path: Path) -> None:
     ax = axes[1][len(ns)]
     sweep = (summary.get("period_sweep") or []) + (summary.get("tol_sweep") or [])
     if sweep:
-        xs = [f"p{r['period_ms']}" if "period_ms" in r else f"t{r['tol_pct']}" for r in sweep]
+        xs = [
+            f"p{r['period_ms']}" if "period_ms" in r else f"t{r['tol_pct']}.{r['run']}"
+            for r in sweep
+        ]
         conv = [r["worst_convergence_s"] or 0.0 for r in sweep]
         spread = [r["spread_pct_of_goal"] for r in sweep]
         ax.bar([x - 0.2 for x in range(len(xs))], conv, 0.4, label="worst convergence (s)")
@@ -244,7 +279,7 @@ def plot(output: str, summary: dict[str, Any], path: Path) -> None:
             [x + 0.2 for x in range(len(xs))], spread, 0.4, color="C1", label="spread (% of goal)"
         )
         ax.set_xticks(range(len(xs)), xs)
-        ax.set_xlabel("pP: period_ms P (tol 5); tT: tol_pct T (period 200); vif, N=2")
+        ax.set_xlabel("pP: period_ms P (tol 5); tT.K: tol_pct T, run K (period 200); vif, N=2")
         ax.set_ylabel("s")
         ax2.set_ylabel("% of goal")
         ax.set_ylim(0, max([*conv, 0.1]) * 1.5)
@@ -265,7 +300,16 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="re-summarize a saved run (reports/bench/vif.log) instead of running the VM",
     )
+    parser.add_argument(
+        "--tol-repeats",
+        type=int,
+        default=3,
+        metavar="K",
+        help="runs per tol_pct setting, taking turns (default 3; 1 to 20)",
+    )
     args = parser.parse_args(argv)
+    if not 1 <= args.tol_repeats <= 20:
+        parser.error(f"--tol-repeats {args.tol_repeats}: between 1 and 20")
     if args.from_log and not args.from_log.is_file():
         parser.error(f"--from-log {args.from_log}: no such file (a saved reports/bench/vif.log)")
     if args.from_log:
@@ -277,7 +321,9 @@ def main(argv: list[str] | None = None) -> int:
             HERE / "vif_bench.sh",
             kernel=kernel_by_name(),
             files={"lib.sh": VM_LIB},
-            timeout=1200,
+            env={"BENCH_TOL_REPEATS": str(args.tol_repeats)},
+            # About 25 s per run: 15 comparison runs, 3 period runs, the tol runs.
+            timeout=1200 + 60 * 3 * args.tol_repeats,
         )
         result.check()
         output, kernel, vm_seconds = result.output, result.kernel, round(result.total_seconds, 1)
@@ -298,10 +344,15 @@ def main(argv: list[str] | None = None) -> int:
     for param in ("period_ms", "tol_pct"):
         for r in summary[param.split("_")[0] + "_sweep"]:
             print(
-                f"{param}={r[param]} convergence {r['convergence_s']} "
+                f"{param}={r[param]} run {r['run']} convergence {r['convergence_s']} "
                 f"after goal change {r['convergence_after_goal_change_s']} "
                 f"spread {r['spread_pct_of_goal']}% SLO met {r['slo_met_share']:.0%}"
             )
+    for r in summary["tol_by_setting"]:
+        print(
+            f"tol_pct={r['tol_pct']} over {r['runs']} runs: spread {r['spread_pct_of_goal']}% "
+            f"(mean {r['mean_spread_pct_of_goal']}%), SLO met >= {r['slo_met_share_min']:.0%}"
+        )
     for r in summary["cpu_vs_smallest_static"]:
         print(
             f"N={r['n']} vif CPU {r['vif_cpu_s']} s vs smallest static "

@@ -53,3 +53,50 @@ def test_spread_and_slo_met() -> None:
     assert rows["static"]["slo_met_share"] == 1.0
     assert rows["none"]["slo_met_share"] == 0.0
     assert vif.summarize(output)["cpu_vs_smallest_static"] == []
+
+
+def test_tol_sweep_repetitions_are_kept_apart_and_summarized() -> None:
+    def pair(cfg: str, a: float, b: float) -> str:
+        # Two containers at their own steady bandwidth, goal 200.
+        return "\n".join(
+            f"# s cfg={cfg} n=2 t={k * 0.5} i={i} goal=200 bw_mbps={bw} quota_us=max"
+            for i, bw in ((1, a), (2, b))
+            for k in range(40)
+        )
+
+    output = "\n".join(
+        [
+            "# goal goal_mbps=200",
+            pair("vift2r1", 200.0, 202.0),  # spread 1%
+            pair("vift5r1", 200.0, 210.0),  # 5%
+            pair("vift2r2", 200.0, 206.0),  # 3%
+            pair("vift5r2", 200.0, 200.0),  # 0%
+        ]
+    )
+    summary = vif.summarize(output)
+    assert [(r["tol_pct"], r["run"], r["spread_pct_of_goal"]) for r in summary["tol_sweep"]] == [
+        (2, 1, 1.0),
+        (2, 2, 3.0),
+        (5, 1, 5.0),
+        (5, 2, 0.0),
+    ]
+    by = {r["tol_pct"]: r for r in summary["tol_by_setting"]}
+    assert by[2]["spread_pct_of_goal"] == [1.0, 3.0]
+    assert (by[2]["mean_spread_pct_of_goal"], by[2]["worst_spread_pct_of_goal"]) == (2.0, 3.0)
+    assert (by[5]["runs"], by[5]["mean_spread_pct_of_goal"]) == (2, 2.5)
+    assert by[5]["slo_met_share_min"] == 1.0
+    # no configuration runs besides the sweep
+    assert summary["configs"] == []
+
+
+def test_a_sweep_run_without_repetition_is_run_one() -> None:
+    output = "\n".join(["# goal goal_mbps=200", _run("vifp200", 2, [200.0] * 40, 1)])
+    (row,) = vif.summarize(output)["period_sweep"]
+    assert (row["period_ms"], row["run"]) == (200, 1)
+
+
+def test_tol_repeats_out_of_range_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        vif.main(["--tol-repeats", "0"])
+    assert exc.value.code == 2
+    assert "--tol-repeats 0: between 1 and 20" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -132,3 +133,95 @@ def test_lab_playbook_failure_names_the_log(
         lab._playbook(ctx, str(play), "probe.log")
     assert f"log {tmp_path / 'lab' / 'probe.log'}" in str(err.value)
     assert "no disk" in str(err.value)
+
+
+def _ship_files_book(root: Path, files: list[str]) -> Path:
+    """A play on the controller running role ship_files, then noting ship_files_changed."""
+    book = root / "playbooks" / ".ship-files-test.yml"
+    book.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "Ship files",
+                    "hosts": "controller",
+                    "gather_facts": False,
+                    "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+                    "tasks": [
+                        {
+                            "name": "Ship them",
+                            "ansible.builtin.include_role": {"name": "ship_files"},
+                            "vars": {
+                                "ship_files_src_dir": "{{ src }}",
+                                "ship_files_list": files,
+                                "ship_files_dest": "{{ dest }}",
+                                "ship_files_archive": "{{ archive }}",
+                            },
+                        },
+                        {
+                            "name": "Note whether they changed",
+                            "ansible.builtin.copy": {
+                                "content": "{{ ship_files_changed }} {{ ship_files_checksum }}",
+                                "dest": "{{ report }}",
+                                "mode": "0644",
+                            },
+                        },
+                    ],
+                }
+            ]
+        )
+    )
+    return book
+
+
+def test_ship_files_copies_once_and_again_only_on_change(tmp_path: Path, root: Path) -> None:
+    """Role ship_files (how vif_module and slo_capacity copy files), run on the controller."""
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.c").write_text("one\n")
+    (src / "sub" / "b.py").write_text("two\n")
+    (src / "not-shipped").write_text("x\n")
+    book = _ship_files_book(root, ["a.c", "sub/b.py"])
+    paths = {"src": str(src), "dest": str(dest), "archive": str(tmp_path / "kept" / "x.tar")}
+
+    def ship(run: int) -> tuple[dict[str, Any], list[str]]:
+        report = tmp_path / f"report{run}"
+        stats = run_playbook(
+            str(book.relative_to(root)), "inventory/lab/hosts.yml", {**paths, "report": str(report)}
+        )
+        return stats, report.read_text().split()
+
+    try:
+        stats, (changed, first_sum) = ship(1)
+        assert changed == "True"
+        assert (dest / "a.c").read_text() == "one\n"
+        assert (dest / "sub" / "b.py").read_text() == "two\n"
+        assert not (dest / "not-shipped").exists()
+        # Same files: the same archive bytes, nothing copied or unpacked (only the report).
+        stats, (changed, second_sum) = ship(2)
+        assert (changed, second_sum) == ("False", first_sum)
+        assert stats["changed"] == 1
+        # A changed source ships again.
+        (src / "a.c").write_text("three\n")
+        stats, (changed, third_sum) = ship(3)
+        assert changed == "True" and third_sum != first_sum
+        assert (dest / "a.c").read_text() == "three\n"
+        # Files missing on the node ship again though the archive is unchanged.
+        (dest / "a.c").unlink()
+        stats, (changed, _) = ship(4)
+        assert changed == "True" and (dest / "a.c").read_text() == "three\n"
+    finally:
+        book.unlink()
+
+
+def test_ship_files_refuses_paths_outside_the_source(tmp_path: Path, root: Path) -> None:
+    book = _ship_files_book(root, ["../etc/passwd"])
+    try:
+        with pytest.raises(PlaybookError, match="ship_files_list must name files under"):
+            run_playbook(
+                str(book.relative_to(root)),
+                "inventory/lab/hosts.yml",
+                {"src": str(tmp_path), "dest": str(tmp_path / "d"), "archive": str(tmp_path / "x")},
+            )
+        assert not (tmp_path / "d").exists()
+    finally:
+        book.unlink()

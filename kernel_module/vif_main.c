@@ -42,9 +42,9 @@ unsigned int vif_min_quota_us = 1000;
 module_param_named(min_quota_us, vif_min_quota_us, uint, 0444);
 MODULE_PARM_DESC(min_quota_us, "Lowest CPU quota per CFS period in us, >= 1000 (default 1000)");
 
-unsigned int vif_tol_pct = 5;
+unsigned int vif_tol_pct = 2;
 module_param_named(tol_pct, vif_tol_pct, uint, 0444);
-MODULE_PARM_DESC(tol_pct, "Hysteresis band above the target in percent, 1-50; the quota holds while the bandwidth is in [target, target * (1 + tol_pct / 100)] (default 5)");
+MODULE_PARM_DESC(tol_pct, "Hysteresis band above the target in percent, 1-50; the quota holds while the bandwidth is in [target, target * (1 + tol_pct / 100)] (default 2)");
 
 char *vif_cgroup_root = "/sys/fs/cgroup";
 module_param_named(cgroup_root, vif_cgroup_root, charp, 0444);

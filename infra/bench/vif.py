@@ -279,7 +279,7 @@ def plot(output: str, summary: dict[str, Any], path: Path) -> None:
             [x + 0.2 for x in range(len(xs))], spread, 0.4, color="C1", label="spread (% of goal)"
         )
         ax.set_xticks(range(len(xs)), xs)
-        ax.set_xlabel("pP: period_ms P (tol 5); tT.K: tol_pct T, run K (period 200); vif, N=2")
+        ax.set_xlabel("pP: period_ms P (default tol); tT.K: tol_pct T, run K; vif, N=2")
         ax.set_ylabel("s")
         ax2.set_ylabel("% of goal")
         ax.set_ylim(0, max([*conv, 0.1]) * 1.5)

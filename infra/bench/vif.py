@@ -182,8 +182,8 @@ def _sweep(cfgs: list[dict[str, Any]], prefix: str, param: str) -> list[dict[str
     return sorted(
         (
             {
-                param: setting(c)[0],
-                "run": setting(c)[1],
+                param: value,
+                "run": run,
                 "n": c["n"],
                 "slo_met_share": c["slo_met_share"],
                 "spread_pct_of_goal": c["spread_pct_of_goal"],
@@ -196,6 +196,7 @@ def _sweep(cfgs: list[dict[str, Any]], prefix: str, param: str) -> list[dict[str
                 ),
             }
             for c in cfgs
+            for value, run in [setting(c)]
         ),
         key=lambda r: (r[param], r["run"]),
     )

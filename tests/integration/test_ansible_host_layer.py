@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import http.server
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -135,32 +139,27 @@ def test_lab_playbook_failure_names_the_log(
     assert "no disk" in str(err.value)
 
 
-def _ship_files_book(root: Path, files: list[str]) -> Path:
-    """A play on the controller running role ship_files, then noting ship_files_changed."""
-    book = root / "playbooks" / ".ship-files-test.yml"
+def _role_book(root: Path, role: str, role_vars: dict[str, Any], report: str) -> Path:
+    """A play on the controller running ROLE, then writing the template REPORT to {{ report }}."""
+    book = root / "playbooks" / f".{role}-test.yml"
     book.write_text(
         yaml.safe_dump(
             [
                 {
-                    "name": "Ship files",
+                    "name": f"Run {role}",
                     "hosts": "controller",
                     "gather_facts": False,
                     "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
                     "tasks": [
                         {
-                            "name": "Ship them",
-                            "ansible.builtin.include_role": {"name": "ship_files"},
-                            "vars": {
-                                "ship_files_src_dir": "{{ src }}",
-                                "ship_files_list": files,
-                                "ship_files_dest": "{{ dest }}",
-                                "ship_files_archive": "{{ archive }}",
-                            },
+                            "name": "Run the role",
+                            "ansible.builtin.include_role": {"name": role},
+                            "vars": role_vars,
                         },
                         {
-                            "name": "Note whether they changed",
+                            "name": "Report what it set",
                             "ansible.builtin.copy": {
-                                "content": "{{ ship_files_changed }} {{ ship_files_checksum }}",
+                                "content": report,
                                 "dest": "{{ report }}",
                                 "mode": "0644",
                             },
@@ -171,6 +170,21 @@ def _ship_files_book(root: Path, files: list[str]) -> Path:
         )
     )
     return book
+
+
+def _ship_files_book(root: Path, files: list[str]) -> Path:
+    """Role ship_files on the controller, then noting ship_files_changed."""
+    return _role_book(
+        root,
+        "ship_files",
+        {
+            "ship_files_src_dir": "{{ src }}",
+            "ship_files_list": files,
+            "ship_files_dest": "{{ dest }}",
+            "ship_files_archive": "{{ archive }}",
+        },
+        "{{ ship_files_changed }} {{ ship_files_checksum }}",
+    )
 
 
 def test_ship_files_copies_once_and_again_only_on_change(tmp_path: Path, root: Path) -> None:
@@ -224,4 +238,139 @@ def test_ship_files_refuses_paths_outside_the_source(tmp_path: Path, root: Path)
             )
         assert not (tmp_path / "d").exists()
     finally:
+        book.unlink()
+
+
+def _bundle(path: Path, binaries: dict[str, bytes]) -> dict[str, str]:
+    """A bundle's bin/ with BINARIES; returns its SHA256SUMS as the roles read it."""
+    (path / "bin").mkdir(parents=True)
+    for name, data in binaries.items():
+        (path / "bin" / name).write_bytes(data)
+    return {f"bin/{n}": hashlib.sha256(d).hexdigest() for n, d in binaries.items()}
+
+
+def _bundle_binaries_book(root: Path) -> Path:
+    return _role_book(
+        root,
+        "bundle_binaries",
+        {
+            "bundle_binaries_source": "{{ source }}",
+            "bundle_binaries_location": "{{ location }}",
+            "bundle_binaries_names": ["tool", "kept"],
+            "bundle_binaries_dest": "{{ dest }}",
+            "bundle_binaries_sums": "{{ sums }}",
+            "bundle_binaries_keep": ["kept"],
+        },
+        "{{ bundle_binaries_changed }}",
+    )
+
+
+def test_bundle_binaries_installs_once_and_repairs(tmp_path: Path, root: Path) -> None:
+    """Role bundle_binaries (how containerd and kubernetes install the bundle's binaries)."""
+    sums = _bundle(tmp_path / "bundle", {"tool": b"tool v1\n", "kept": b"stock\n"})
+    dest = tmp_path / "dest"
+    book = _bundle_binaries_book(root)
+    args = {"source": "controller", "location": str(tmp_path / "bundle"), "dest": str(dest)}
+
+    def install(run: int) -> tuple[dict[str, Any], str]:
+        report = tmp_path / f"report{run}"
+        stats = run_playbook(
+            str(book.relative_to(root)),
+            "inventory/lab/hosts.yml",
+            {**args, "sums": json.dumps(sums), "report": str(report)},
+        )
+        return stats, report.read_text()
+
+    try:
+        stats, changed = install(1)
+        assert changed == "True"
+        assert (dest / "tool").read_bytes() == b"tool v1\n"
+        assert (dest / "kept").read_bytes() == b"stock\n"
+        assert (dest / "tool").stat().st_mode & 0o777 == 0o755
+        # Installed: nothing written (only the report).
+        stats, changed = install(2)
+        assert (changed, stats["changed"]) == ("False", 1)
+        # A damaged binary is replaced; a kept one that differs is another role's.
+        (dest / "tool").write_bytes(b"damaged\n")
+        (dest / "kept").write_bytes(b"patched\n")
+        stats, changed = install(3)
+        assert changed == "True"
+        assert (dest / "tool").read_bytes() == b"tool v1\n"
+        assert (dest / "kept").read_bytes() == b"patched\n"
+        # A lost mode is restored.
+        (dest / "tool").chmod(0o644)
+        install(4)
+        assert (dest / "tool").stat().st_mode & 0o777 == 0o755
+        # A kept binary that is missing is installed.
+        (dest / "kept").unlink()
+        install(5)
+        assert (dest / "kept").read_bytes() == b"stock\n"
+    finally:
+        book.unlink()
+
+
+def test_bundle_binaries_refuses_a_damaged_bundle_before_any_change(
+    tmp_path: Path, root: Path
+) -> None:
+    sums = _bundle(tmp_path / "bundle", {"tool": b"tool v1\n", "kept": b"stock\n"})
+    (tmp_path / "bundle" / "bin" / "tool").write_bytes(b"tool v1 corrupted\n")
+    dest = tmp_path / "dest"
+    book = _bundle_binaries_book(root)
+    args = {"location": str(tmp_path / "bundle"), "dest": str(dest), "report": str(tmp_path / "r")}
+    try:
+        with pytest.raises(PlaybookError, match=r"bundle/bin/tool is missing or does not match"):
+            run_playbook(
+                str(book.relative_to(root)),
+                "inventory/lab/hosts.yml",
+                {**args, "source": "controller", "sums": json.dumps(sums)},
+            )
+        assert not dest.exists()  # not even the good binary: nothing half-applied
+        del sums["bin/kept"]
+        with pytest.raises(PlaybookError, match=r"no checksum for \['bin/kept'\]"):
+            run_playbook(
+                str(book.relative_to(root)),
+                "inventory/lab/hosts.yml",
+                {**args, "source": "controller", "sums": json.dumps(sums)},
+            )
+        assert not dest.exists()
+    finally:
+        book.unlink()
+
+
+def test_bundle_binaries_downloads_from_a_files_repo(tmp_path: Path, root: Path) -> None:
+    """The url source (files_repo-style), served on the loopback; get_url checks each download."""
+    sums = _bundle(tmp_path / "bundle", {"tool": b"tool v1\n", "kept": b"stock\n"})
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "bundle")
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    book = _bundle_binaries_book(root)
+    dest = tmp_path / "dest"
+    args = {
+        "source": "url",
+        "location": f"http://127.0.0.1:{server.server_address[1]}",
+        "dest": str(dest),
+        "report": str(tmp_path / "r"),
+    }
+    try:
+        run_playbook(
+            str(book.relative_to(root)),
+            "inventory/lab/hosts.yml",
+            {**args, "sums": json.dumps(sums)},
+        )
+        assert (dest / "tool").read_bytes() == b"tool v1\n"
+        assert (tmp_path / "r").read_text() == "True"
+        # A download that does not match SHA256SUMS is refused and not installed.
+        (dest / "tool").unlink()
+        (tmp_path / "bundle" / "bin" / "tool").write_bytes(b"tampered\n")
+        with pytest.raises(PlaybookError, match="checksum"):
+            run_playbook(
+                str(book.relative_to(root)),
+                "inventory/lab/hosts.yml",
+                {**args, "sums": json.dumps(sums)},
+            )
+        assert not (dest / "tool").exists()
+    finally:
+        server.shutdown()
         book.unlink()

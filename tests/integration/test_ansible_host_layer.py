@@ -223,6 +223,10 @@ def test_ship_files_copies_once_and_again_only_on_change(tmp_path: Path, root: P
         (dest / "a.c").unlink()
         stats, (changed, _) = ship(4)
         assert changed == "True" and (dest / "a.c").read_text() == "three\n"
+        # So do files edited on the node, any of them, not only the first.
+        (dest / "sub" / "b.py").write_text("edited\n")
+        stats, (changed, _) = ship(5)
+        assert changed == "True" and (dest / "sub" / "b.py").read_text() == "two\n"
     finally:
         book.unlink()
 

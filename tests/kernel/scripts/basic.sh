@@ -11,6 +11,8 @@ for bad in nr_vifs=0 nr_vifs=4097 period_ms=9 period_ms=10001 tol_pct=0 \
 	fi
 done
 
+# init.sh holds the CFS bandwidth key on for every test (see there).
+expect "bandwidth key held by init" "$(cat $CG/depcon-bw-key/cpu.max)" "1000000 100000"
 check "insmod nr_vifs=4096" load nr_vifs=4096
 check "vif4096 exists" test -f $OSLAB/vif4096/stat
 check "no vif4097" test ! -e $OSLAB/vif4097

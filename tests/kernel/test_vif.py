@@ -88,3 +88,11 @@ def test_contention_goals_met_when_feasible_split_by_weight_when_not(kernel: str
         assert weight * 2 / 3 * q1 <= q2 <= weight * 1.5 * q1, (
             f"{case}: quota split {q2} : {q1} is not about {weight} : 1"
         )
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_bandwidth_key_flips_with_one_cpu_online_are_safe_under_tcg(kernel: str) -> None:
+    """Guards the premise of init.sh's key hold, not vif: 1,000 flips of the CFS bandwidth
+    static key with CPU 0 alone and a task waking every 100 us. With both vCPUs online the
+    same loop took "Oops: int3" on 6.12 in 4 of 4 boots and hung 6.1 in 3 of 5."""
+    run("keyflip", kernel, FLIPS="1000")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from infra.config import ConfigError, load_project
+from infra.config import ConfigError, ProjectConfig, load_project
 from infra.paths import cache_dir, repo_root
 
 
@@ -45,6 +45,16 @@ class Stage:
 class LabContext:
     stack: str
     env: dict[str, str]
+    _config: ProjectConfig | None = None
+
+    def config(self) -> ProjectConfig:
+        """The stack's configuration, loaded once for all stages."""
+        if self._config is None:
+            try:
+                self._config = load_project(self.stack)
+            except ConfigError as exc:
+                raise StageError(str(exc)) from exc
+        return self._config
 
 
 def log(message: str) -> None:
@@ -69,10 +79,7 @@ def _sh(ctx: LabContext, *argv: str, cwd: Path | None = None) -> str:
 
 
 def stage_config(ctx: LabContext) -> str:
-    try:
-        cfg = load_project(ctx.stack)
-    except ConfigError as exc:
-        raise StageError(str(exc)) from exc
+    cfg = ctx.config()
     return (
         f"kubernetes {cfg.versions.kubernetes.version}, "
         f"{len(cfg.nodes)} nodes, SLO {cfg.slo_resource_name}"
@@ -158,14 +165,14 @@ def stage_scheduler(ctx: LabContext) -> str:
     from infra.controlplane import ControlPlane, ControlPlaneError, add_node  # noqa: PLC0415
     from infra.scheduler import SchedulerConfigError, SchedulerSettings, render  # noqa: PLC0415
 
+    cfg = ctx.config()
     try:
-        cfg = load_project(ctx.stack)
         mode = "profile" if cfg.stack.scheduler_mode == "second-profile" else "default"
         settings = SchedulerSettings.from_versions(
             slo_resource=cfg.slo_resource_name, mode=mode, leader_elect=False
         )
         capacities = slo.capacities_from_inventory(cfg.inventory_path)
-    except (ConfigError, SchedulerConfigError, slo.SloError) as exc:
+    except (SchedulerConfigError, slo.SloError) as exc:
         raise StageError(str(exc)) from exc
     resource = cfg.slo_resource_name
     try:
@@ -261,7 +268,7 @@ def _playbook(ctx: LabContext, playbook: str, log_name: str) -> str:
     Returns the PLAY RECAP lines. Under software emulation site.yml runs for
     tens of minutes, so each task is echoed as it starts.
     """
-    cfg = load_project(ctx.stack)
+    cfg = ctx.config()
     logs = cache_dir() / "lab"
     logs.mkdir(parents=True, exist_ok=True)
     path = logs / log_name
@@ -319,10 +326,7 @@ def stage_cluster(ctx: LabContext) -> str:
     """
     from infra.vm import image as vm_image  # noqa: PLC0415 -- only when run
 
-    try:
-        cfg = load_project(ctx.stack)
-    except ConfigError as exc:
-        raise StageError(str(exc)) from exc
+    cfg = ctx.config()
     vms = [n for n in cfg.nodes if n.lab_vm_ip]
     if not vms:
         raise StageError(

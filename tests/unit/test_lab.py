@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,6 +77,21 @@ def test_config_stage_reports_bad_config(monkeypatch: pytest.MonkeyPatch) -> Non
     ctx = lab.LabContext(stack="no-such-stack", env={})
     with pytest.raises(lab.StageError, match=r"Pulumi\.no-such-stack\.yaml: file not found"):
         lab.stage_config(ctx)
+
+
+def test_stages_share_one_config_load(monkeypatch: pytest.MonkeyPatch, scratch: Path) -> None:
+    loads: list[str] = []
+
+    def load(stack: str) -> Any:
+        loads.append(stack)
+        return load_project(stack, scratch)
+
+    monkeypatch.setattr(lab, "load_project", load)
+    ctx = lab.LabContext(stack="lab", env={})
+    first = lab.stage_config(ctx)
+    assert lab.stage_config(ctx) == first
+    assert ctx.config() is ctx.config()
+    assert loads == ["lab"]
 
 
 def test_cluster_stage_needs_lab_vms(monkeypatch: pytest.MonkeyPatch, scratch: Path) -> None:

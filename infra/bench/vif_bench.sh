@@ -66,6 +66,16 @@ for k in 1 2; do
 	HOGS="$HOGS $!"
 done
 
+# bytes CFG N: one snapshot of every container's veth byte count (rx + tx,
+# what vif counts), read at once from the server's side, stamped with the
+# middle of the read. Two of them give each container's exact mean over the
+# steady window; the 0.5 s samples of stat only see 40% of it.
+bytes() {
+	ta=$(cut -d' ' -f1 /proc/uptime)
+	b=$(ip netns exec srv cat /proc/net/dev | awk -F'[: ]+' '$2 ~ /^w[0-9]+$/ { printf " %s=%.0f", $2, $3 + $11 }')
+	echo "# bytes cfg=$1 n=$2 t=$(awk -v t0=$t0 -v ta=$ta '{print (ta + $1) / 2 - t0}' /proc/uptime)$b"
+}
+
 run() { # run CONFIG N GOAL
 	cfg=$1
 	vif=false
@@ -98,6 +108,9 @@ run() { # run CONFIG N GOAL
 	$vif && [ $n = 2 ] && samples=$((samples + 20))
 	k=0
 	while [ $k -lt $samples ]; do
+		# the steady window: from the ninth sample (t >= SETTLE_S of vif.py)
+		# to the end of DUR
+		[ $k = 8 ] || [ $k = $((DUR * 2)) ] && bytes $cfg $n
 		# CPU over the first DUR seconds, the window every config shares
 		# (vif at N = 2 goes on with a lowered goal).
 		if [ $k = $((DUR * 2)) ]; then
@@ -122,6 +135,7 @@ run() { # run CONFIG N GOAL
 		sleep 0.5
 		k=$((k + 1))
 	done
+	[ $k = $((DUR * 2)) ] && bytes $cfg $n
 	el=$(awk -v t0=$t0 '{print $1 - t0}' /proc/uptime)
 	i=1
 	for p in $pids; do
@@ -157,7 +171,7 @@ while [ $rep -le ${BENCH_TOL_REPEATS:-3} ]; do
 	for tp in ${BENCH_TOLS:-1 2 5}; do
 		unload
 		load period_ms=${VIF_PERIOD_MS:-200} tol_pct=$tp || { echo "insmod tol_pct=$tp failed"; exit $KSFT_FAIL; }
-		run vift${tp}r$rep 2 $GOAL
+		run vift${tp}r$rep ${BENCH_TOL_N:-2} $GOAL
 	done
 	rep=$((rep + 1))
 done

@@ -100,3 +100,32 @@ def test_tol_repeats_out_of_range_is_refused(capsys: pytest.CaptureFixture[str])
         vif.main(["--tol-repeats", "0"])
     assert exc.value.code == 2
     assert "--tol-repeats 0: between 1 and 20" in capsys.readouterr().err
+
+
+def test_byte_counters_give_the_means_when_the_run_has_them() -> None:
+    # The samples say 250 and 150 Mbps; the counters, over 10 s: 200 and 196 Mbps.
+    noisy = "\n".join(
+        f"# s cfg=vif n=2 t={k * 0.5} i={i} goal=200 bw_mbps={bw} quota_us=1"
+        for i, bw in ((1, 250.0), (2, 150.0))
+        for k in range(40)
+    )
+    output = "\n".join(
+        [
+            "# goal goal_mbps=200",
+            noisy,
+            "# bytes cfg=vif n=2 t=4.5 w1=1000 w2=2000",
+            "# bytes cfg=vif n=2 t=9.5 w1=1000000 w2=2000",  # a middle snapshot is not used
+            f"# bytes cfg=vif n=2 t=14.5 w1={1000 + 250_000_000} w2={2000 + 245_000_000}",
+            _run("tbf", 1, [190.0] * 40, 1),  # no snapshots: the samples' mean
+        ]
+    )
+    rows = {c["config"]: c for c in vif.summarize(output)["configs"]}
+    assert rows["vif"]["mean_from"] == "byte counters"
+    assert rows["vif"]["mean_bw_mbps"] == [200.0, 196.0]
+    assert rows["vif"]["spread_pct_of_goal"] == 2.0
+    assert rows["vif"]["slo_met_share"] == 1.0
+    assert (rows["vif"]["sampled_mean_bw_mbps"], rows["vif"]["sampled_spread_pct_of_goal"]) == (
+        [250.0, 150.0],
+        50.0,
+    )
+    assert (rows["tbf"]["mean_from"], rows["tbf"]["mean_bw_mbps"]) == ("samples", [190.0])

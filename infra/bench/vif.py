@@ -11,7 +11,9 @@ bucket at the SLO). The SLO is what one sender gets from 20% of a CPU in the swe
 Then vif alone again at N = 2 (with the goal change) with the module reloaded at
 period_ms 100, 200 and 500, and at tol_pct 1, 2 and 5 (``--tol-repeats`` times, taking
 turns; N = 2 or ``--tol-n``): convergence and spread per setting, the measurements
-behind the defaults. A container's mean bandwidth over the steady window comes from
+behind the defaults. And N = 4 with mixed goals (half and one and a half times the SLO,
+``BENCH_MIX`` in the VM) under vif, an even static split, no limit and tbf: where vif
+can be ahead on SLOs met. A container's mean bandwidth over the steady window comes from
 its veth's byte counters (vif's stat, sampled every 0.5 s, sees 200 ms of each 500 ms).
 Writes reports/bench/vif.json and vif.png.
 """
@@ -67,8 +69,10 @@ def _worst(times: list[float | None]) -> float | None:
     return max(t for t in times if t is not None)
 
 
-def _spread(means: list[float], goal: float) -> float:
-    return round((max(means) - min(means)) / goal * 100, 1)
+def _spread(means: list[float], goals: list[float]) -> float:
+    """Between the containers, in % of the goal (of each one's own goal when they differ)."""
+    shares = [m / g for m, g in zip(means, goals, strict=True)]
+    return round((max(shares) - min(shares)) * 100, 1)
 
 
 def _counted_means(output: str) -> dict[tuple[str, int], list[float]]:
@@ -113,12 +117,14 @@ def summarize(output: str) -> dict[str, Any]:
     for (cfg, n), per in sorted(samples.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         change_t = changes.get((cfg, n), float("inf"))
         means, conv, conv_change = [], [], []
-        for rows in per.values():
+        # each container's own goal: the SLO, or its share in a mixed run
+        goals = [float(rows[0]["goal"]) for rows in per.values()]
+        for rows, own in zip(per.values(), goals, strict=True):
             ts = [float(r["t"]) for r in rows]
             bws = [float(r["bw_mbps"]) for r in rows]
             steady = [b for t, b in zip(ts, bws, strict=True) if SETTLE_S <= t < change_t]
             means.append(statistics.fmean(steady) if steady else 0.0)
-            conv.append(_convergence(ts, bws, goal))
+            conv.append(_convergence(ts, bws, own))
             if change_t != float("inf"):
                 after = [(t, b) for t, b in zip(ts, bws, strict=True) if t >= change_t]
                 new_goal = float(rows[-1]["goal"])
@@ -130,17 +136,18 @@ def summarize(output: str) -> dict[str, Any]:
         # (a log from before they were printed).
         sampled = means
         means = counted.get((cfg, n), sampled)
-        met = [m >= 0.95 * goal for m in means]
+        met = [m >= 0.95 * own for m, own in zip(means, goals, strict=True)]
         configs.append(
             {
                 "config": cfg,
                 "n": n,
+                "goal_mbps": goals,
                 "slo_met_share": sum(met) / len(met),
                 "mean_bw_mbps": [round(m, 1) for m in means],
-                "spread_pct_of_goal": _spread(means, goal),
+                "spread_pct_of_goal": _spread(means, goals),
                 "mean_from": "byte counters" if (cfg, n) in counted else "samples",
                 "sampled_mean_bw_mbps": [round(m, 1) for m in sampled],
-                "sampled_spread_pct_of_goal": _spread(sampled, goal),
+                "sampled_spread_pct_of_goal": _spread(sampled, goals),
                 "total_mbps": round(sum(means), 1),
                 "cpu_seconds": round(cpu[(cfg, n)], 2),
                 "cpu_seconds_shared_window": round(window[(cfg, n)], 2),
@@ -155,7 +162,8 @@ def summarize(output: str) -> dict[str, Any]:
         param: _sweep([c for c in configs if c["config"].startswith(prefix)], prefix, param)
         for prefix, param in SWEEPS.items()
     }
-    configs = [c for c in configs if not c["config"].startswith(tuple(SWEEPS))]
+    mixed = [c for c in configs if c["config"].endswith("mix")]
+    configs = [c for c in configs if not c["config"].startswith(tuple(SWEEPS)) and c not in mixed]
     overhead = _records(output, "overhead")
     over: dict[str, Any] = {}
     if overhead:
@@ -175,6 +183,10 @@ def summarize(output: str) -> dict[str, Any]:
         "period_sweep": sweeps["period_ms"],
         "tol_sweep": sweeps["tol_pct"],
         "tol_by_setting": _by_setting(sweeps["tol_pct"], "tol_pct"),
+        "mixed_goals": {
+            "goal_pct": [int(p) for r in _records(output, "mix") for p in r["goal_pct"].split(",")],
+            "configs": mixed,
+        },
         "overhead": over,
     }
 
@@ -252,8 +264,29 @@ def _by_setting(rows: list[dict[str, Any]], param: str) -> list[dict[str, Any]]:
     return out
 
 
+def _plot_slo_met(ax: Any, summary: dict[str, Any], ns: list[int]) -> None:
+    """Share of containers meeting their goal: one group per N, the mixed-goals run last."""
+    width = 0.16
+    met = {(c["config"], c["n"]): c["slo_met_share"] for c in summary["configs"]}
+    met.update(
+        {
+            (c["config"].removesuffix("mix"), "mix"): c["slo_met_share"]
+            for c in summary.get("mixed_goals", {}).get("configs", [])
+        }
+    )
+    groups: list[int | str] = [*ns, *(["mix"] if any(g == "mix" for _, g in met) else [])]
+    for k, cfg in enumerate(CONFIGS):
+        vals = [met.get((cfg, g), 0) for g in groups]
+        ax.bar([x + k * width for x in range(len(groups))], vals, width, label=cfg)
+    ax.set_xticks(
+        [x + 2 * width for x in range(len(groups))],
+        [f"N={g}" if g != "mix" else "N=4, mixed goals" for g in groups],
+    )
+    ax.set_title(f"share of containers meeting {summary['goal_mbps']:.0f} Mbps (or their own goal)")
+    ax.legend(fontsize=7, loc="lower left", framealpha=0.9)
+
+
 def plot(output: str, summary: dict[str, Any], path: Path) -> None:
-    goal = summary["goal_mbps"]
     ns = sorted({c["n"] for c in summary["configs"]})
     fig = Figure(figsize=(5 * (len(ns) + 1), 7))
     axes = fig.subplots(2, len(ns) + 1, squeeze=False)
@@ -276,24 +309,7 @@ def plot(output: str, summary: dict[str, Any], path: Path) -> None:
         ax_q.set_ylabel("ms per 100 ms")
         ax_q.set_xlabel("s")
         ax_bw.legend(fontsize=6)
-    ax = axes[0][len(ns)]
-    width = 0.16
-    for k, cfg in enumerate(CONFIGS):
-        vals = [
-            next(
-                (
-                    c["slo_met_share"]
-                    for c in summary["configs"]
-                    if (c["config"], c["n"]) == (cfg, n)
-                ),
-                0,
-            )
-            for n in ns
-        ]
-        ax.bar([x + k * width for x in range(len(ns))], vals, width, label=cfg)
-    ax.set_xticks([x + 2 * width for x in range(len(ns))], [f"N={n}" for n in ns])
-    ax.set_title(f"share of containers meeting {goal:.0f} Mbps")
-    ax.legend()
+    _plot_slo_met(axes[0][len(ns)], summary, ns)
     ax = axes[1][len(ns)]
     sweep = (summary.get("period_sweep") or []) + (summary.get("tol_sweep") or [])
     if sweep:
@@ -390,6 +406,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"tol_pct={r['tol_pct']} over {r['runs']} runs: spread {r['spread_pct_of_goal']}% "
             f"(mean {r['mean_spread_pct_of_goal']}%), SLO met >= {r['slo_met_share_min']:.0%}"
+        )
+    for c in summary["mixed_goals"]["configs"]:
+        print(
+            f"mixed goals {summary['mixed_goals']['goal_pct']}% N={c['n']} {c['config']:9s} "
+            f"SLO met {c['slo_met_share']:.0%} mean {c['mean_bw_mbps']} Mbps "
+            f"for goals {[round(g) for g in c['goal_mbps']]} CPU {c['cpu_seconds']} s"
         )
     for r in summary["cpu_vs_smallest_static"]:
         print(

@@ -76,8 +76,14 @@ bytes() {
 	echo "# bytes cfg=$1 n=$2 t=$(awk -v t0=$t0 -v ta=$ta '{print (ta + $1) / 2 - t0}' /proc/uptime)$b"
 }
 
-run() { # run CONFIG N GOAL
+# goal_of I G: container I's goal, G or, in a mixed run, MIXPCT's share of it
+goal_of() {
+	if [ -z "$MIXPCT" ]; then echo $2; else echo $(($2 * $(echo $MIXPCT | cut -d' ' -f$1) / 100)); fi
+}
+
+run() { # run CONFIG N GOAL; CONFIGmix: the same with MIXPCT's goals
 	cfg=$1
+	base=${cfg%mix}
 	vif=false
 	case $cfg in vif*) vif=true ;; esac
 	n=$2
@@ -85,12 +91,12 @@ run() { # run CONFIG N GOAL
 	pids=""
 	i=1
 	while [ $i -le $n ]; do
-		case $cfg in
+		case $base in
 		static) echo "$((200000 / (n + 1))) 100000" > $CG/b$i/cpu.max ;;
 		staticmin) echo "$((SMIN * 1000)) 100000" > $CG/b$i/cpu.max ;;
 		*) echo "max 100000" > $CG/b$i/cpu.max ;;
 		esac
-		[ $cfg = tbf ] && ip netns exec c$i /usr/sbin/tc qdisc add dev v$i root tbf rate ${g}mbit burst 256kb latency 50ms
+		[ $base = tbf ] && ip netns exec c$i /usr/sbin/tc qdisc add dev v$i root tbf rate $(goal_of $i $g)mbit burst 256kb latency 50ms
 		sender $i
 		pids="$pids $!"
 		i=$((i + 1))
@@ -98,7 +104,7 @@ run() { # run CONFIG N GOAL
 	sleep 0.5
 	i=1
 	for p in $pids; do
-		$vif && wr $OSLAB/vif$i/goal $g >/dev/null
+		$vif && wr $OSLAB/vif$i/goal $(goal_of $i $g) >/dev/null
 		wr $OSLAB/vif$i/pid $p >/dev/null
 		eval u0_$i=$(usage $i)
 		i=$((i + 1))
@@ -129,7 +135,7 @@ run() { # run CONFIG N GOAL
 		t=$(awk -v t0=$t0 '{print $1 - t0}' /proc/uptime)
 		i=1
 		while [ $i -le $n ]; do
-			echo "# s cfg=$cfg n=$n t=$t i=$i goal=$g $(cut -d' ' -f4-10 $OSLAB/vif$i/stat)"
+			echo "# s cfg=$cfg n=$n t=$t i=$i goal=$(goal_of $i $g) $(cut -d' ' -f4-10 $OSLAB/vif$i/stat)"
 			i=$((i + 1))
 		done
 		sleep 0.5
@@ -144,7 +150,7 @@ run() { # run CONFIG N GOAL
 		kill $p
 		wait $p 2>/dev/null
 		wr $OSLAB/vif$i/pid 0 >/dev/null
-		[ $cfg = tbf ] && ip netns exec c$i /usr/sbin/tc qdisc del dev v$i root
+		[ $base = tbf ] && ip netns exec c$i /usr/sbin/tc qdisc del dev v$i root
 		i=$((i + 1))
 	done
 	sleep 1
@@ -155,6 +161,16 @@ for n in ${BENCH_N:-2 4 8}; do
 		run $cfg $n $GOAL
 	done
 done
+# Mixed goals: N = 4 with goals of MIXPCT percent of the SLO (cfg CONFIGmix).
+# With one goal for all, no limit is an upper bound for any quota; with
+# different goals an even split of the CPU starves the high ones.
+MIXPCT=${BENCH_MIX:-50 50 150 150}
+[ "$(echo $MIXPCT | wc -w)" = 4 ] || { echo "BENCH_MIX '$MIXPCT': four percentages"; exit $KSFT_FAIL; }
+echo "# mix goal_pct=$(echo $MIXPCT | tr ' ' ',')"
+for cfg in vif static none tbf; do
+	run ${cfg}mix 4 $GOAL
+done
+MIXPCT=
 # period_ms sweep: vif, N = 2 with the goal change, next to the same hog,
 # the module reloaded with each period (cfg vifpP)
 for pm in ${BENCH_PERIODS:-100 200 500}; do

@@ -129,3 +129,31 @@ def test_byte_counters_give_the_means_when_the_run_has_them() -> None:
         50.0,
     )
     assert (rows["tbf"]["mean_from"], rows["tbf"]["mean_bw_mbps"]) == ("samples", [190.0])
+
+
+def test_mixed_goals_are_judged_against_each_containers_own_goal() -> None:
+    def run(cfg: str, bws: tuple[float, ...], goals: tuple[int, ...]) -> str:
+        return "\n".join(
+            f"# s cfg={cfg} n=2 t={k * 0.5} i={i} goal={g} bw_mbps={bw} quota_us=1"
+            for i, (bw, g) in enumerate(zip(bws, goals, strict=True), start=1)
+            for k in range(40)
+        )
+
+    output = "\n".join(
+        [
+            "# goal goal_mbps=200",
+            "# mix goal_pct=50,150",
+            run("vifmix", (101.0, 303.0), (100, 300)),  # both met, 1% over each
+            run("nonemix", (250.0, 250.0), (100, 300)),  # the high one starved
+        ]
+    )
+    summary = vif.summarize(output)
+    assert summary["configs"] == []
+    mixed = summary["mixed_goals"]
+    assert mixed["goal_pct"] == [50, 150]
+    rows = {c["config"]: c for c in mixed["configs"]}
+    assert rows["vifmix"]["goal_mbps"] == [100.0, 300.0]
+    assert (rows["vifmix"]["slo_met_share"], rows["vifmix"]["spread_pct_of_goal"]) == (1.0, 0.0)
+    assert rows["nonemix"]["slo_met_share"] == 0.5
+    # 250% of its goal against 83%: the spread is of each one's share of its own goal
+    assert rows["nonemix"]["spread_pct_of_goal"] == 166.7

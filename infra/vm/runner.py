@@ -177,8 +177,7 @@ def run_script(
             "-append",
             # maxcpus=1: the kernel boots on CPU 0 alone and /init brings the
             # others up (init.sh says why).
-            "console=ttyS0 quiet oops=panic panic=-1 mitigations=off random.trust_cpu=on"
-            " maxcpus=1",
+            "console=ttyS0 quiet oops=panic panic=-1 mitigations=off random.trust_cpu=on maxcpus=1",
         ]
         lines: list[tuple[float, str]] = []
         lock = threading.Lock()

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ class Stage:
 class LabContext:
     stack: str
     env: dict[str, str]
-    _config: ProjectConfig | None = None
+    _config: ProjectConfig | None = field(default=None, init=False, repr=False)
 
     def config(self) -> ProjectConfig:
         """The stack's configuration, loaded once for all stages."""

@@ -14,7 +14,7 @@ done
 # init.sh holds the CFS bandwidth key on for every test (see there).
 expect "bandwidth key held by init" "$(cat $CG/depcon-bw-key/cpu.max)" "1000000 100000"
 # ... before the other CPUs came online (maxcpus=1): every CPU is up.
-expect "every CPU online again" "$(cat /sys/devices/system/cpu/online)" "$(cat /sys/devices/system/cpu/present)"
+expect "every CPU online" "$(cat /sys/devices/system/cpu/online)" "$(cat /sys/devices/system/cpu/present)"
 check "insmod nr_vifs=4096" load nr_vifs=4096
 check "vif4096 exists" test -f $OSLAB/vif4096/stat
 check "no vif4097" test ! -e $OSLAB/vif4097

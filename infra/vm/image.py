@@ -8,13 +8,12 @@ file's build code, the package list, the pinned kernel) changes. Every VM gets
 a copy-on-write qcow2 overlay, so the cached image is never written.
 
 qemu boots the image's own kernel and initrd directly (no boot loader) under
-TCG. Each VM has two NICs:
-
-* ``eth0``: the cluster network, a qemu ``socket`` multicast group shared by
-  every VM started with the same ``--cluster-net`` (kubeadm join, pod traffic),
-  with the static address given at ``up``;
-* ``eth1``: qemu user-mode networking (NAT to the host's network, apt) with
-  ``hostfwd`` for SSH on 127.0.0.1:<port>.
+TCG. Each VM has two NICs, built by ``infra.vm.network`` and kept on this
+machine: ``eth0``, the cluster network (a multicast group on loopback shared by
+the VMs started with the same ``--segment``; kubeadm join, pod traffic) with the
+static address given at ``up``, and ``eth1``, restricted user-mode networking
+that carries only the SSH forward on 127.0.0.1:<port>. The VMs have no default
+route.
 
 ``python -m infra.vm.image build|path|up|down|status`` drives it; molecule's
 create/destroy playbooks call ``up``/``down`` (``molecule/*/create.yml``).
@@ -40,9 +39,12 @@ from pathlib import Path
 
 from infra.config import KernelPin, load_versions
 from infra.paths import cache_dir
+from infra.vm import network
 from infra.vm.runner import qemu_tcg
 
 IMAGE_SIZE = "12G"
+# The lab's cluster segment; molecule's scenarios use others, so they never meet.
+LAB_SEGMENT = 23456
 # Packages on top of debootstrap's minbase. The first group makes it a machine
 # Ansible can manage; the second is what the roles install (dkms and headers
 # for vif, kubeadm's host tools, the Python client depcon-slo runs on; runc
@@ -81,13 +83,16 @@ ROLE_PACKAGES = (
 )
 SUITES = ("bookworm", "bookworm-updates")
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
-# systemd-networkd config: eth1 (user-mode NIC) by DHCP; eth0 is set by
-# depcon-vm-net.service from the kernel command line (one image, many VMs).
-_NETWORKD_MGMT = """[Match]
+# systemd-networkd config: eth1 (restricted user-mode NIC) static with no
+# gateway, so nothing routes through it; eth0 is set by depcon-vm-net.service
+# from the kernel command line (one image, many VMs).
+_NETWORKD_MGMT = f"""[Match]
 Name=eth1
 
 [Network]
-DHCP=ipv4
+Address={network.MGMT_GUEST}
+LinkLocalAddressing=no
+IPv6AcceptRA=no
 """
 _NET_SCRIPT = """#!/bin/sh
 # Per-VM identity from the kernel command line (infra/vm/image.py `up`):
@@ -106,8 +111,11 @@ if [ -n "${name:-}" ]; then
 fi
 if [ -n "${ip:-}" ]; then
     mkdir -p /run/systemd/network
-    printf '[Match]\\nName=eth0\\n\\n[Network]\\nAddress=%s\\nLinkLocalAddressing=no\\n' \\
-        "$ip" > /run/systemd/network/10-cluster.network
+    printf '[Match]\\nName=eth0\\n\\n[Network]\\nAddress=%s\\n%s\\n%s\\n' "$ip" \\
+        LinkLocalAddressing=no IPv6AcceptRA=no > /run/systemd/network/10-cluster.network
+    # No resolver exists in the lab: a lookup is refused at once by the node
+    # itself instead of leaving the machine (and CoreDNS has an upstream).
+    echo "nameserver ${ip%/*}" > /etc/resolv.conf
 fi
 """
 _NET_UNIT = """[Unit]
@@ -287,7 +295,7 @@ def _configure(root: Path, pubkey: str) -> None:
     # Each VM creates its own machine-id at first boot (kubelet, DHCP client IDs).
     (root / "etc/machine-id").write_text("")
     (root / "etc/resolv.conf").unlink(missing_ok=True)
-    (root / "etc/resolv.conf").write_text("nameserver 10.0.2.3\n")
+    (root / "etc/resolv.conf").write_text("")
     net = root / "etc/systemd/network"
     net.mkdir(parents=True, exist_ok=True)
     (net / "20-mgmt.network").write_text(_NETWORKD_MGMT)
@@ -478,7 +486,7 @@ def up(
     ssh_port: int,
     cluster_ip: str,
     image: Image | None = None,
-    cluster_net: str = "230.0.0.1:23456",
+    segment: int = LAB_SEGMENT,
     mem_mb: int = 2560,
     smp: int = 2,
     timeout: float = 900.0,
@@ -519,42 +527,14 @@ def up(
             "qemu-img create",
         )
         (state / "image").write_text(image.path.name + "\n")
-    # A stable per-name MAC and UUID (kubeadm wants unique product_uuid and MACs).
-    tag = hashlib.sha256(name.encode()).hexdigest()
-    mac = ":".join(["52", "54", tag[0:2], tag[2:4], tag[4:6]])
-    uuid = f"{tag[0:8]}-{tag[8:12]}-{tag[12:16]}-{tag[16:20]}-{tag[20:32]}"
-    cmdline = (
-        f"root=/dev/vda rw console=ttyS0 net.ifnames=0 mitigations=off random.trust_cpu=on "
-        f"depcon.hostname={name} depcon.ip={cluster_ip}"
+    cmd = qemu_command(inst, image, segment=segment, mem_mb=mem_mb, smp=smp)
+    try:
+        network.check_command(cmd)
+    except network.NetworkError as exc:
+        raise ImageError(f"VM {name}: {exc}") from exc
+    (state / "network.json").write_text(
+        json.dumps({"segment": segment, "cluster_ip": cluster_ip}) + "\n"
     )
-    cmd = [
-        *qemu_tcg(smp, mem_mb),
-        "-uuid",
-        uuid,
-        "-kernel",
-        str(image.vmlinuz),
-        "-initrd",
-        str(image.initrd),
-        "-append",
-        cmdline,
-        "-drive",
-        f"file={overlay},if=virtio,format=qcow2,cache=unsafe",
-        "-netdev",
-        f"socket,id=cluster,mcast={cluster_net}",
-        "-device",
-        f"virtio-net-pci,netdev=cluster,mac={mac}:01,addr=0x3",
-        "-netdev",
-        f"user,id=mgmt,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
-        "-device",
-        f"virtio-net-pci,netdev=mgmt,mac={mac}:02,addr=0x4",
-        "-device",
-        "virtio-rng-pci",
-        "-serial",
-        f"file:{inst.console}",
-        "-pidfile",
-        str(inst.pidfile),
-        "-daemonize",
-    ]
     start = time.monotonic()
     _run(cmd, f"qemu start of {name}")
     while time.monotonic() - start < timeout:
@@ -572,6 +552,54 @@ def up(
     )
 
 
+def qemu_command(inst: Instance, image: Image, *, segment: int, mem_mb: int, smp: int) -> list[str]:
+    """The qemu command line of a lab or molecule VM (its NICs from ``infra.vm.network``)."""
+    # A stable per-name MAC and UUID (kubeadm wants unique product_uuid and MACs).
+    tag = hashlib.sha256(inst.name.encode()).hexdigest()
+    mac = ":".join(["52", "54", tag[0:2], tag[2:4], tag[4:6]])
+    uuid = f"{tag[0:8]}-{tag[8:12]}-{tag[12:16]}-{tag[16:20]}-{tag[20:32]}"
+    cmdline = (
+        f"root=/dev/vda rw console=ttyS0 net.ifnames=0 mitigations=off random.trust_cpu=on "
+        f"depcon.hostname={inst.name} depcon.ip={inst.cluster_ip}"
+    )
+    return [
+        *qemu_tcg(smp, mem_mb),
+        "-uuid",
+        uuid,
+        "-kernel",
+        str(image.vmlinuz),
+        "-initrd",
+        str(image.initrd),
+        "-append",
+        cmdline,
+        "-drive",
+        f"file={inst.state_dir / 'overlay.qcow2'},if=virtio,format=qcow2,cache=unsafe",
+        *network.qemu_network_args(segment=segment, ssh_port=inst.ssh_port, mac_prefix=mac),
+        "-device",
+        "virtio-rng-pci",
+        "-serial",
+        f"file:{inst.console}",
+        "-qmp",
+        f"unix:{inst.state_dir / 'qmp.sock'},server=on,wait=off",
+        "-pidfile",
+        str(inst.pidfile),
+        "-daemonize",
+    ]
+
+
+def _check_running_network(inst: Instance, pid: int) -> None:
+    """A VM started before its NICs were kept on this machine is not reused."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        network.check_command([a.decode() for a in argv if a])
+    except (OSError, network.NetworkError) as exc:
+        raise ImageError(
+            f"VM {inst.name} runs with a network that is not kept on this machine ({exc}): "
+            f"`python -m infra.vm.image down --keep-disk {inst.name}` stops it keeping its "
+            "disk; the next boot uses the current network"
+        ) from exc
+
+
 def _check_overlay_image(name: str, state: Path, image: Image) -> None:
     """A kept overlay only boots on the image it was made from."""
     made_from = (state / "image").read_text().strip() if (state / "image").exists() else "?"
@@ -584,7 +612,13 @@ def _check_overlay_image(name: str, state: Path, image: Image) -> None:
 
 
 def ensure_up(
-    name: str, *, ssh_port: int, cluster_ip: str, image: Image, mem_mb: int
+    name: str,
+    *,
+    ssh_port: int,
+    cluster_ip: str,
+    image: Image,
+    mem_mb: int,
+    segment: int = LAB_SEGMENT,
 ) -> tuple[Instance, float | None]:
     """VM ``name`` running and answering SSH: reused if it already is, else booted on its disk.
 
@@ -594,15 +628,18 @@ def ensure_up(
     """
     state = instances_dir() / name
     inst = Instance(name, ssh_port, cluster_ip, state, image.ssh_key)
-    if _alive(inst.pidfile) is None:
+    pid = _alive(inst.pidfile)
+    if pid is None:
         return up(
             name,
             ssh_port=ssh_port,
             cluster_ip=cluster_ip,
             image=image,
+            segment=segment,
             mem_mb=mem_mb,
             fresh=False,
         )
+    _check_running_network(inst, pid)
     _check_overlay_image(name, state, image)
     try:
         recorded = json.loads((state / "instance.json").read_text())
@@ -650,7 +687,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--cluster-ip", required=True, help="eth0 address with prefix, e.g. 10.10.0.11/24"
     )
     p_up.add_argument(
-        "--cluster-net", default="230.0.0.1:23456", help="multicast group:port of eth0"
+        "--segment",
+        type=int,
+        default=LAB_SEGMENT,
+        help="the cluster network eth0 joins (a port of the loopback multicast group)",
     )
     p_up.add_argument("--mem", type=int, default=2560)
     p_up.add_argument("--smp", type=int, default=2)
@@ -679,7 +719,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ssh_port=args.ssh_port,
                 cluster_ip=args.cluster_ip,
                 image=image,
-                cluster_net=args.cluster_net,
+                segment=args.segment,
                 mem_mb=args.mem,
                 smp=args.smp,
                 fresh=not args.keep_disk,
@@ -692,7 +732,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.cmd == "down":
             for name in args.names:
                 print(f"{name}: {'stopped' if down(name, keep=args.keep_disk) else 'not running'}")
-    except ImageError as exc:
+    except (ImageError, network.NetworkError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -7,6 +7,8 @@ import hashlib
 import http.server
 import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -378,3 +380,71 @@ def test_bundle_binaries_downloads_from_a_files_repo(tmp_path: Path, root: Path)
     finally:
         server.shutdown()
         book.unlink()
+
+
+@pytest.mark.parametrize(
+    "inventory", ["inventory/lab/hosts.yml", "inventory/sample/hosts.yml", "implicit"]
+)
+def test_delegated_tasks_run_on_the_projects_python(
+    inventory: str, tmp_path: Path, root: Path
+) -> None:
+    """A pyenv-style python3.13 shim first on PATH must not be the controller's interpreter."""
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    for name in ("python3.13", "python3.12", "python3", "python"):
+        shim = shims / name
+        shim.write_text(f"#!/bin/sh\necho 'pyenv: {name}: command not found' >&2\nexit 127\n")
+        shim.chmod(0o755)
+    if inventory == "implicit":
+        # As molecule's inventories: localhost is not declared.
+        inv = tmp_path / "hosts.yml"
+        inv.write_text(yaml.safe_dump({"all": {"hosts": {"node1": {"ansible_host": "192.0.2.9"}}}}))
+        hosts = "node1"
+    else:
+        inv = root / inventory
+        hosts = "kube_node"
+    seen = tmp_path / "seen.json"
+    book = tmp_path / "delegated.yml"
+    book.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "A delegated module task, as the roles run them",
+                    "hosts": hosts,
+                    "gather_facts": False,
+                    "tasks": [
+                        {
+                            "name": "Read a file on the controller",
+                            "ansible.builtin.stat": {"path": str(root / "versions.yml")},
+                            "delegate_to": "localhost",
+                            "run_once": True,
+                            "register": "st",
+                        },
+                        {
+                            "name": "Record what ran it",
+                            "ansible.builtin.copy": {
+                                "content": "{{ {'exists': st.stat.exists} | to_json }}",
+                                "dest": str(seen),
+                                "mode": "0600",
+                            },
+                            "delegate_to": "localhost",
+                            "run_once": True,
+                        },
+                    ],
+                }
+            ]
+        )
+    )
+    env = dict(os.environ)
+    env["PATH"] = f"{shims}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["ANSIBLE_CONFIG"] = str(root / "ansible.cfg")
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inv), str(book)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert json.loads(seen.read_text()) == {"exists": True}

@@ -233,9 +233,11 @@ class GoPin:
 class SloPin:
     resource_name: str
     unit: Literal["Mbps"]
+    max_mbps: int
 
     def __post_init__(self) -> None:
         validate_extended_resource_name(self.resource_name)
+        _check(self.max_mbps > 0, "max_mbps must be positive")
 
 
 @dataclass(frozen=True)
@@ -412,7 +414,7 @@ class HostVars:
         for key in ("depcon_slo_capacity_mbps", "depcon_verify_netperf_mbps"):
             mbps = getattr(self, key)
             if mbps is not None:
-                _check(0 < mbps <= 10_000_000, f"{key} must be 1-10000000 (Mbps)")
+                _check(mbps > 0, f"{key} must be a positive number of Mbps")
         if self.depcon_lab_vm_ip is not None:
             try:
                 ipaddress.IPv4Interface(self.depcon_lab_vm_ip)
@@ -476,8 +478,9 @@ def _port(value: object, file: Path, path: str) -> int:
     return int(value)
 
 
-def load_inventory(path: Path) -> list[Node]:
+def load_inventory(path: Path, versions: Versions | None = None) -> list[Node]:
     """Nodes of an Ansible YAML inventory (kubespray group names), validated."""
+    max_mbps = (versions or load_versions()).slo.max_mbps
     data = _read_yaml(path)
     if not isinstance(data, dict) or "all" not in data:
         raise ConfigError(path, "all", "an inventory needs a top-level 'all' group")
@@ -490,6 +493,15 @@ def load_inventory(path: Path) -> list[Node]:
             continue  # e.g. a bastion: not a Kubernetes node
         ours = {k: v for k, v in hvars.items() if str(k).startswith("depcon_")}
         hv = build(HostVars, ours, path, hpath)
+        for key in ("depcon_slo_capacity_mbps", "depcon_verify_netperf_mbps"):
+            mbps = getattr(hv, key)
+            if mbps is not None and mbps > max_mbps:
+                raise ConfigError(
+                    path,
+                    f"{hpath}.{key}",
+                    f"{mbps} Mbps is more than a node takes ({max_mbps}, versions.yml "
+                    "slo.max_mbps: vif's and the kubelet's bound)",
+                )
         nodes.append(
             Node(
                 name=name,
@@ -540,7 +552,7 @@ def load_project(stack: str, root: Path | None = None) -> ProjectConfig:
             )
     versions = load_versions(root / "versions.yml")
     inventory_path = (root / stack_cfg.inventory).resolve()
-    nodes = load_inventory(inventory_path)
+    nodes = load_inventory(inventory_path, versions)
     return ProjectConfig(
         stack_name=stack,
         stack=stack_cfg,

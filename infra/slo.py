@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import os
 import re
 import socket
@@ -88,8 +89,6 @@ __all__ = [
     "watch",
 ]
 
-# The same bound the inventory's depcon_slo_capacity_mbps has (infra/config.py).
-MAX_MBPS = 10_000_000
 # Drivers of paravirtual NICs: the speed they report, if any, is a number the
 # hypervisor made up, not what the link carries.
 PARAVIRTUAL_DRIVERS = frozenset({"virtio_net", "vmxnet3", "vif"})  # vif: xen-netfront
@@ -136,9 +135,15 @@ def validate_interface(name: str) -> None:
         )
 
 
+@functools.cache
+def max_mbps() -> int:
+    """The bound the inventory, vif and the kubelet share (versions.yml slo.max_mbps)."""
+    return load_versions().slo.max_mbps
+
+
 def validate_mbps(value: int, what: str = "override") -> None:
-    if not 0 < value <= MAX_MBPS:
-        raise SloError(f"{what} {value} Mbps is out of range: it must be 1-{MAX_MBPS}")
+    if not 0 < value <= max_mbps():
+        raise SloError(f"{what} {value} Mbps is out of range: it must be 1-{max_mbps()}")
 
 
 # --------------------------------------------------------------------------
@@ -211,8 +216,8 @@ def _parse_speed(speed_file: Path) -> int | str:
         return f"{speed_file} holds {text!r}, not a number"
     if mbps <= 0:
         return f"speed {mbps} (unknown: link down or not negotiated)"
-    if mbps > MAX_MBPS:
-        return f"speed {mbps} Mbps is implausible (> {MAX_MBPS})"
+    if mbps > max_mbps():
+        return f"speed {mbps} Mbps is more than a node takes (> {max_mbps()})"
     return mbps
 
 

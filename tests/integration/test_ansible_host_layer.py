@@ -448,3 +448,31 @@ def test_delegated_tasks_run_on_the_projects_python(
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert json.loads(seen.read_text()) == {"exists": True}
+
+
+def test_inventory_checks_pass_on_the_lab_without_touching_a_node() -> None:
+    # The lab's VMs need not run: the checks connect to no node.
+    stats = run_playbook("playbooks/checks.yml", "inventory/lab/hosts.yml", {})
+    assert sorted(stats["hosts"]) == ["lab-cp1", "lab-w1"]
+    assert stats["changed"] == 0
+
+
+@pytest.mark.parametrize(
+    ("hostvars", "problem"),
+    [
+        ({"depcon_slo_capacity_mbps": 2_000_000}, "depcon_slo_capacity_mbps 2000000 must be"),
+        ({"depcon_slo_capacity_mbps": "fast"}, "depcon_slo_capacity_mbps fast must be"),
+        ({"depcon_verify_netperf_mbps": 0}, "depcon_verify_netperf_mbps 0 must be"),
+        ({"depcon_node_interface": "eth0:1"}, "is not a Linux interface name"),
+    ],
+)
+def test_inventory_checks_refuse_bad_values_before_any_change(
+    tmp_path: Path, hostvars: dict[str, Any], problem: str
+) -> None:
+    node = {"ansible_host": "192.0.2.9", "depcon_node_interface": "eth0"} | hostvars
+    inv = tmp_path / "hosts.yml"
+    inv.write_text(
+        yaml.safe_dump({"all": {"children": {"kube_control_plane": {"hosts": {"cp9": node}}}}})
+    )
+    with pytest.raises(PlaybookError, match=f"cp9: .*{problem}"):
+        run_playbook("playbooks/checks.yml", str(inv), {})

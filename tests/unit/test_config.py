@@ -160,7 +160,9 @@ def worker(d: dict) -> dict:  # type: ignore[type-arg]
         (lambda d: worker(d).pop("depcon_node_interface"), "is required but missing"),
         (lambda d: worker(d).update(depcon_node_interface="eth0:1"), "not a Linux interface"),
         (lambda d: worker(d).update(depcon_node_interface="a" * 16), "not a Linux interface"),
-        (lambda d: worker(d).update(depcon_slo_capacity_mbps=-5), "1-10000000"),
+        (lambda d: worker(d).update(depcon_slo_capacity_mbps=-5), "positive number of Mbps"),
+        (lambda d: worker(d).update(depcon_slo_capacity_mbps=1_000_001), "slo.max_mbps"),
+        (lambda d: worker(d).update(depcon_verify_netperf_mbps=10_000_000), "more than a node"),
         (lambda d: worker(d).update(depcon_slo_capacity_mbps="fast"), "must be an integer"),
         (lambda d: worker(d).update(depcon_slo_mbps=100), "unknown key"),
         (lambda d: worker(d).update(depcon_verify_netperf_mbps=0), "depcon_verify_netperf_mbps"),
@@ -253,3 +255,12 @@ def test_versions_live_only_in_versions_yml(root: Path) -> None:
         text = path.read_text(errors="replace")
         offenders += [f"{rel}: {pin}" for pin in pins if re.search(re.escape(pin), text)]
     assert offenders == []
+
+
+def test_one_mbps_bound_for_inventory_module_and_kubelet(root: Path) -> None:
+    """versions.yml's slo.max_mbps is the bound vif and the kubelet enforce."""
+    bound = load_versions(root / "versions.yml").slo.max_mbps
+    header = (root / "kernel_module/vif.h").read_text()
+    spec = (root / "kubelet_patch/depcon/spec.go").read_text()
+    assert re.search(rf"#define VIF_GOAL_MAX\s+{bound}\b", header)
+    assert re.search(rf"MaxGoalMbps\s*=\s*{bound}\b", spec)

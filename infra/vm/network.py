@@ -42,6 +42,7 @@ MGMT_NET = "10.0.2.0/24"
 MGMT_GUEST = "10.0.2.15/24"
 # A cluster-segment address no VM holds: the check's transfer goes to it.
 PROBE_MAC = "52:54:00:de:ad:01"
+SO_RCVBUFFORCE = 33  # linux/socket.h; Python's socket module does not name it
 
 
 class NetworkError(RuntimeError):
@@ -168,7 +169,8 @@ class Counts:
 def verdict(counts: Counts) -> list[str]:
     """What is wrong with a transfer's counts; empty when the segment stayed on loopback."""
     problems = []
-    if counts.heard < counts.sent:
+    # UDP on a loaded host drops some; a transfer that took another way is all lost.
+    if counts.heard < counts.sent // 2:
         problems.append(
             f"the loopback peer heard {counts.heard} of {counts.sent} bytes: "
             "the transfer did not cross the segment on lo"
@@ -187,6 +189,8 @@ def _listen(port: int) -> Iterator[list[int]]:
     stop = threading.Event()
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    with contextlib.suppress(PermissionError):  # root only; else the default buffer
+        s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
     s.bind((GROUP, port))
     s.setsockopt(
         socket.IPPROTO_IP,
@@ -270,7 +274,8 @@ def check_vm(state_dir: Path, *, megabytes: int = 16) -> dict[str, object]:
     net = json.loads((state_dir / "network.json").read_text())
     problems = []
     info = info_network(state_dir / "qmp.sock")
-    mgmt = [line for line in info.splitlines() if line.strip().startswith("mgmt:")]
+    # e.g. " \\ mgmt: index=0,type=user,net=10.0.2.0,restrict=on", under its NIC's line
+    mgmt = [line.strip(" \\") for line in info.splitlines() if "mgmt: " in line]
     if not mgmt or "restrict=on" not in mgmt[0]:
         problems.append(f"qemu's info network shows no restrict=on on mgmt:\n{info}")
     count = megabytes * 1024 * 1024 // 1400
@@ -293,7 +298,7 @@ def check_vm(state_dir: Path, *, megabytes: int = 16) -> dict[str, object]:
         "sent_bytes": counts.sent,
         "heard_on_lo_bytes": counts.heard,
         "default_interface_tx_growth": counts.leaked,
-        "mgmt": mgmt[0].strip() if mgmt else None,
+        "mgmt": mgmt[0] if mgmt else None,
         "problems": problems,
     }
     if problems:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,7 @@ def test_default_interfaces_from_the_route_table() -> None:
 def test_verdict_fails_a_transfer_that_left_through_the_default_interface() -> None:
     sent = 16 * 1024 * 1024
     assert network.verdict(network.Counts(sent, sent, {"eth0": 30_000})) == []
+    assert network.verdict(network.Counts(sent, sent * 3 // 4, {})) == []  # some UDP dropped
     leaked = network.verdict(network.Counts(sent, 0, {"eth0": sent + 4096}))
     assert len(leaked) == 2
     assert "did not cross the segment on lo" in leaked[0] and "eth0 sent" in leaked[1]
@@ -154,3 +156,24 @@ def test_verdict_fails_a_transfer_that_left_through_the_default_interface() -> N
 
 def test_probe_address_is_in_the_vm_subnet_and_no_vm_holds_it() -> None:
     assert network.probe_address("10.10.0.31/24") == "10.10.0.254"
+
+
+def test_a_running_vm_on_an_old_network_is_not_reused(tmp_path: Path) -> None:
+    inst = image.Instance("lab-w1", 2222, "10.10.0.12/24", tmp_path, tmp_path / "key")
+    old = ["-nodefaults", "-netdev", "socket,id=cluster,mcast=230.0.0.1:23456"]
+    proc = subprocess.Popen(["python3", "-c", "import time; time.sleep(30)", *old])
+    try:
+        time.sleep(0.2)
+        with pytest.raises(image.ImageError, match="down --keep-disk lab-w1"):
+            image._check_running_network(inst, proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    good = _command("lab-w1", 2222, "10.10.0.12/24", image.LAB_SEGMENT, tmp_path)
+    proc = subprocess.Popen(["python3", "-c", "import time; time.sleep(30)", *good])
+    try:
+        time.sleep(0.2)
+        image._check_running_network(inst, proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()

@@ -95,8 +95,9 @@ type moduleFS struct {
 	// to the root; it simulates another writer racing the Manager.
 	beforeWrite func(rel string)
 	root        string
-	// touched counts every call, to prove a stock pod costs no I/O.
-	touched int
+	// touched counts every call, to prove a stock pod costs no I/O;
+	// writes counts the writes among them.
+	touched, writes int
 }
 
 func newModuleFS(root string) *moduleFS {
@@ -128,6 +129,7 @@ func (f *moduleFS) WriteFile(name string, data []byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.touched++
+	f.writes++
 	perr := func(errno syscall.Errno) error { return &os.PathError{Op: "write", Path: name, Err: errno} }
 	if errno, ok := f.fail[rel]; ok {
 		return perr(errno)
@@ -164,6 +166,13 @@ func (f *moduleFS) WriteFile(name string, data []byte) error {
 		}
 	}
 	return f.OSFS.WriteFile(name, []byte(strconv.FormatUint(v, 10)+"\n"))
+}
+
+// counts returns touched and writes.
+func (f *moduleFS) counts() (int, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.touched, f.writes
 }
 
 func (f *moduleFS) pidOf(slot string) int {
@@ -260,3 +269,106 @@ func sloPod(name, limit, request string, annotations map[string]string) *v1.Pod 
 }
 
 func pidIs(p int) func() (int, error) { return func() (int, error) { return p, nil } }
+
+// fakeRuntime stands for the container runtime behind Reconcile's ListFunc:
+// the CRI needs a runtime socket, and the tests need its errors on demand.
+// It lists its running containers and answers PID lookups, failing them as
+// told, and counts both kinds of call (each is one CRI call in the kubelet).
+type fakeRuntime struct {
+	mu         sync.Mutex
+	containers []fakeContainer
+	// listErr fails the list; pidErr fails one container's PID lookup.
+	listErr error
+	pidErr  map[string]error
+	// beforeList runs inside the list, as something racing it would.
+	beforeList func()
+
+	lists, pidLookups int
+}
+
+type fakeContainer struct {
+	id  string
+	pod *v1.Pod // nil: a pod the kubelet does not know
+	pid int
+}
+
+func newFakeRuntime() *fakeRuntime { return &fakeRuntime{pidErr: map[string]error{}} }
+
+// run adds a running container (the pod's first container).
+func (r *fakeRuntime) run(id string, pod *v1.Pod, pid int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.containers = append(r.containers, fakeContainer{id, pod, pid})
+}
+
+// stop removes a container from the running ones.
+func (r *fakeRuntime) stop(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, c := range r.containers {
+		if c.id == id {
+			r.containers = append(r.containers[:i], r.containers[i+1:]...)
+			return
+		}
+	}
+}
+
+func (r *fakeRuntime) list(context.Context) ([]RunningContainer, error) {
+	if r.beforeList != nil {
+		r.beforeList()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lists++
+	if r.listErr != nil {
+		return nil, r.listErr
+	}
+	out := make([]RunningContainer, 0, len(r.containers))
+	for _, c := range r.containers {
+		rc := RunningContainer{ContainerID: c.id, Pod: c.pod}
+		if c.pod != nil {
+			rc.Container = &c.pod.Spec.Containers[0]
+		}
+		id, pid := c.id, c.pid
+		rc.PID = func() (int, error) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.pidLookups++
+			if err := r.pidErr[id]; err != nil {
+				return 0, err
+			}
+			return pid, nil
+		}
+		out = append(out, rc)
+	}
+	return out, nil
+}
+
+// calls returns the list and PID lookup counts.
+func (r *fakeRuntime) calls() (int, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lists, r.pidLookups
+}
+
+// loadModule lays out a fresh module's slots at root, replacing what is
+// there: a module loaded late, or reloaded (every slot free again).
+func loadModule(t *testing.T, root string, n int) {
+	t.Helper()
+	if err := os.RemoveAll(root); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(newProcfs(t, n), root); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// slotPIDs returns the pid of every slot vif1..vifN.
+func slotPIDs(t *testing.T, root string, n int) []int {
+	t.Helper()
+	out := make([]int, n)
+	for i := range out {
+		out[i] = readSlot(t, root, fmt.Sprintf("vif%d", i+1), "pid")
+	}
+	return out
+}

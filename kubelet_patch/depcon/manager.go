@@ -7,9 +7,10 @@
 // When a container whose resources carry the SLO resource (limits, or requests
 // when there is no limit) starts, the Manager claims a free slot for its main
 // PID and writes its goal and the pod's weight and min-credit annotations.
-// When the container is stopped it releases the slot. After a kubelet restart
-// Resync re-registers the running SLO containers and releases the slots an
-// earlier run claimed for containers that are gone.
+// When the container is stopped it releases the slot. Reconcile, which the
+// kubelet calls periodically, converges the slots to the running containers
+// whatever was missed: a kubelet restart, a CRI error, the module loaded late
+// or reloaded, a slot freed by someone else, no free slot at start.
 //
 // The Manager is strictly best effort: it never returns an error to the
 // kubelet, never blocks a container from starting and never panics. Without
@@ -66,7 +67,7 @@ type Options struct {
 	// ResourceName is the extended resource carrying the SLO in Mbps.
 	ResourceName v1.ResourceName
 	// StateFile remembers the slots this kubelet claimed across restarts.
-	// Empty: nothing is remembered, and Resync releases no slot.
+	// Empty: slots claimed before this kubelet started are never released.
 	StateFile string
 	// FS is the filesystem of ProcfsRoot (OSFS when nil).
 	FS FS
@@ -74,12 +75,16 @@ type Options struct {
 	Recorder EventRecorder
 }
 
-// RunningContainer is a running container handed to Resync.
+// RunningContainer is a running container listed for Reconcile.
 type RunningContainer struct {
-	Pod         *v1.Pod
-	Container   *v1.Container
 	ContainerID string
-	PID         int
+	// Pod and Container are its spec, nil when the kubelet does not know
+	// the pod: such a container keeps a slot it holds but gets none.
+	Pod       *v1.Pod
+	Container *v1.Container
+	// PID looks up its main PID (a CRI call); Reconcile calls it only for an
+	// SLO container that holds no slot.
+	PID func() (int, error)
 }
 
 type moduleState int
@@ -104,10 +109,16 @@ type Manager struct {
 	module moduleState
 	loaded bool
 	owned  map[string]*owner // by container ID
+	// gen counts claims; an owner records the count at its claim, so
+	// Reconcile can tell slots claimed after it listed the containers.
+	gen uint64
+	// failed: containers whose registration failure was already recorded as
+	// an Event; Reconcile retries them without another one.
+	failed map[string]bool
 }
 
 // NewManager returns a Manager. It touches nothing until a container that
-// carries the SLO resource starts (or Resync runs).
+// carries the SLO resource starts (or Reconcile runs).
 func NewManager(opts Options) *Manager {
 	m := &Manager{
 		root:      opts.ProcfsRoot,
@@ -116,6 +127,7 @@ func NewManager(opts Options) *Manager {
 		fs:        opts.FS,
 		recorder:  opts.Recorder,
 		owned:     map[string]*owner{},
+		failed:    map[string]bool{},
 	}
 	if m.root == "" {
 		m.root = DefaultProcfsRoot
@@ -152,8 +164,26 @@ func (m *Manager) ResourceName() v1.ResourceName {
 	return m.resource
 }
 
+// MaskedPaths returns the container's masked paths with the procfs root
+// added, so no container can read or write the node's vif slots. An empty
+// list (procMount Unmasked) is returned as it is: that container asked for
+// an unmasked /proc. The result is a new slice: the kubelet's default list is
+// shared between containers. A nil Manager adds nothing.
+func (m *Manager) MaskedPaths(paths []string) []string {
+	if m == nil || len(paths) == 0 {
+		return paths
+	}
+	for _, p := range paths {
+		if p == m.root {
+			return paths
+		}
+	}
+	out := make([]string, 0, len(paths)+1)
+	return append(append(out, paths...), m.root)
+}
+
 // Wants reports whether container c carries the SLO resource, i.e. whether
-// the caller should look up its PID for ContainerStarted or Resync.
+// the caller should look up its PID for ContainerStarted.
 func (m *Manager) Wants(c *v1.Container) bool {
 	if m == nil {
 		return false
@@ -193,6 +223,9 @@ func (m *Manager) ContainerStarted(ctx context.Context, pod *v1.Pod, c *v1.Conta
 	if err != nil {
 		logger.Error(err, "Cannot register container with vif: no PID", "pod", klog.KObj(pod), "containerName", c.Name, "containerID", containerID)
 		m.event(pod, v1.EventTypeWarning, ReasonRegisterFailed, "Container %s runs without network SLO control: no PID: %v", c.Name, err)
+		m.mu.Lock()
+		m.failed[containerID] = true
+		m.mu.Unlock()
 		return
 	}
 
@@ -204,7 +237,7 @@ func (m *Manager) ContainerStarted(ctx context.Context, pod *v1.Pod, c *v1.Conta
 	}
 	m.load(logger)
 	m.prune(logger)
-	m.register(logger, pod, c, containerID, p, spec, slots)
+	m.register(logger, pod, c, containerID, p, spec, slots, false)
 	m.save(logger)
 }
 
@@ -218,6 +251,7 @@ func (m *Manager) ContainerStopped(ctx context.Context, containerID string) {
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	delete(m.failed, containerID)
 	m.load(logger)
 	o, ok := m.owned[containerID]
 	if !ok {
@@ -230,19 +264,63 @@ func (m *Manager) ContainerStopped(ctx context.Context, containerID string) {
 	m.save(logger)
 }
 
-// Resync is called once after a kubelet (re)start with every running
-// container of the node's pods that carries the SLO resource, and its PID.
-// It re-registers them (a container that still holds its slot keeps it and
-// gets its values written again) and releases the slots an earlier kubelet
-// run claimed for containers that are no longer running. Slots claimed by
-// ContainerStarted in this run are never released here, even when missing
-// from running (they may have started after the caller listed containers).
-func (m *Manager) Resync(ctx context.Context, running []RunningContainer) {
+// ListFunc lists the running containers of the node for Reconcile: every
+// running container, whether or not it carries an SLO. An error means the
+// list is unknown, not empty.
+type ListFunc func(ctx context.Context) ([]RunningContainer, error)
+
+// Reconcile converges the vif slots to the running containers. The kubelet
+// calls it periodically, so whatever happened in between (a kubelet restart,
+// a CRI error, the module loaded late or reloaded, a slot freed by someone
+// else, no free slot at start) is repaired within one period:
+//
+//   - a running SLO container that holds no slot is registered;
+//   - a held slot whose goal, weight or min_credit drifted is rewritten;
+//   - a slot this kubelet claimed (in this run or an earlier one) for a
+//     container that is no longer running is released.
+//
+// Without the module it costs one ReadDir and list is not called. Otherwise
+// list is called once; PIDs are looked up only for containers that hold no
+// slot. When list fails nothing is registered or released: an unknown list
+// must not look like an empty node. Slots claimed after list was called are
+// never released here (their container may have started after the listing).
+func (m *Manager) Reconcile(ctx context.Context, list ListFunc) {
 	if m == nil {
 		return
 	}
 	logger := klog.FromContext(ctx)
 	defer m.recoverPanic(logger)
+
+	m.mu.Lock()
+	if _, present := m.slots(logger); !present {
+		m.mu.Unlock()
+		return
+	}
+	before := m.gen
+	m.mu.Unlock()
+
+	// The CRI calls (list, PIDs) are made without the lock, as in
+	// ContainerStarted.
+	running, err := list(ctx)
+	if err != nil {
+		logger.Error(err, "Cannot list running containers; vif slots left as they are until the next reconcile")
+		return
+	}
+	pending := m.reconcileHeld(logger, running)
+	pids := make([]int, len(pending))
+	for i, rc := range pending {
+		p, err := rc.PID()
+		if err == nil && p <= 0 {
+			err = fmt.Errorf("runtime reported PID %d", p)
+		}
+		if err != nil {
+			// Retried at the next reconcile; a held slot is never dropped
+			// for want of a PID.
+			logger.V(2).Info("Cannot get the PID of a running SLO container, will retry", "pod", klog.KObj(rc.Pod), "containerName", rc.Container.Name, "containerID", rc.ContainerID, "err", err)
+			continue
+		}
+		pids[i] = p
+	}
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -252,57 +330,104 @@ func (m *Manager) Resync(ctx context.Context, running []RunningContainer) {
 	}
 	m.load(logger)
 	m.prune(logger)
-
-	seen := map[string]bool{}
-	for _, rc := range running {
-		if rc.PID <= 0 || rc.Container == nil {
+	for i, rc := range pending {
+		if pids[i] == 0 {
 			continue
+		}
+		if _, held := m.owned[rc.ContainerID]; held {
+			continue // ContainerStarted registered it meanwhile
 		}
 		spec, ok, problems := SpecFor(rc.Pod, rc.Container, m.resource)
 		if !ok {
 			continue
 		}
-		seen[rc.ContainerID] = true
-		if o, held := m.owned[rc.ContainerID]; held && o.PID == rc.PID {
-			o.inherited = false
-			if err := m.writeSpec(o.Slot, spec); err != nil {
-				logger.Error(err, "Cannot rewrite vif slot values", "slot", o.Slot, "pod", klog.KObj(rc.Pod), "containerName", rc.Container.Name)
-			}
-			continue
+		quiet := m.failed[rc.ContainerID]
+		if !quiet {
+			m.recordProblems(rc.Pod, problems)
 		}
-		m.recordProblems(rc.Pod, problems)
-		m.register(logger, rc.Pod, rc.Container, rc.ContainerID, rc.PID, spec, slots)
+		m.register(logger, rc.Pod, rc.Container, rc.ContainerID, pids[i], spec, slots, quiet)
+	}
+	isRunning := make(map[string]bool, len(running))
+	for _, rc := range running {
+		isRunning[rc.ContainerID] = true
 	}
 	for id, o := range m.owned {
-		if o.inherited && !seen[id] {
-			logger.Info("Releasing stale vif slot", "slot", o.Slot, "pid", o.PID, "pod", o.Pod, "containerName", o.Container, "containerID", id)
+		if o.gen <= before && !isRunning[id] {
+			logger.Info("Releasing the vif slot of a container that is not running", "slot", o.Slot, "pid", o.PID, "pod", o.Pod, "containerName", o.Container, "containerID", id)
 			m.release(logger, o)
 			delete(m.owned, id)
+		}
+	}
+	for id := range m.failed {
+		if !isRunning[id] {
+			delete(m.failed, id)
 		}
 	}
 	m.save(logger)
 }
 
-// register claims a slot for pid and writes spec. Callers hold m.mu.
-func (m *Manager) register(logger klog.Logger, pod *v1.Pod, c *v1.Container, containerID string, pid int, spec Spec, slots []string) {
+// reconcileHeld rewrites the values of held slots that drifted and returns the
+// running SLO containers that hold no slot.
+func (m *Manager) reconcileHeld(logger klog.Logger, running []RunningContainer) []RunningContainer {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, present := m.slots(logger); !present {
+		return nil
+	}
+	m.load(logger)
+	m.prune(logger)
+	var pending []RunningContainer
+	for _, rc := range running {
+		if rc.Pod == nil || rc.Container == nil || rc.PID == nil {
+			continue
+		}
+		spec, ok, _ := SpecFor(rc.Pod, rc.Container, m.resource)
+		if !ok {
+			continue
+		}
+		o, held := m.owned[rc.ContainerID]
+		if !held {
+			pending = append(pending, rc)
+			continue
+		}
+		if err := m.rewriteDrifted(o.Slot, spec); err != nil {
+			logger.Error(err, "Cannot rewrite vif slot values", "slot", o.Slot, "pod", klog.KObj(rc.Pod), "containerName", rc.Container.Name)
+		}
+	}
+	return pending
+}
+
+// register claims a slot for pid and writes spec. A failure is recorded as an
+// Event unless quiet: Reconcile retries every period, and one Event says it.
+// Callers hold m.mu.
+func (m *Manager) register(logger klog.Logger, pod *v1.Pod, c *v1.Container, containerID string, pid int, spec Spec, slots []string, quiet bool) {
+	fail := func(msg string, err error) {
+		if quiet {
+			logger.V(2).Info(msg+", will retry", "pod", klog.KObj(pod), "containerName", c.Name, "containerID", containerID, "pid", pid, "err", err)
+			return
+		}
+		logger.Error(err, msg, "pod", klog.KObj(pod), "containerName", c.Name, "containerID", containerID, "pid", pid)
+		m.event(pod, v1.EventTypeWarning, ReasonRegisterFailed, "Container %s runs without network SLO control: %v", c.Name, err)
+		m.failed[containerID] = true
+	}
 	slot, err := m.claim(slots, pid)
 	if err != nil {
-		logger.Error(err, "Cannot register container with vif", "pod", klog.KObj(pod), "containerName", c.Name, "containerID", containerID, "pid", pid)
-		m.event(pod, v1.EventTypeWarning, ReasonRegisterFailed, "Container %s runs without network SLO control: %v", c.Name, err)
+		fail("Cannot register container with vif", err)
 		return
 	}
-	o := &owner{Slot: slot, PID: pid, ContainerID: containerID, Container: c.Name}
+	m.gen++
+	o := &owner{Slot: slot, PID: pid, ContainerID: containerID, Container: c.Name, gen: m.gen}
 	if pod != nil {
 		o.PodUID = string(pod.UID)
 		o.Pod = pod.Namespace + "/" + pod.Name
 	}
 	if err := m.writeSpec(slot, spec); err != nil {
-		logger.Error(err, "Cannot write vif slot values, releasing the slot", "slot", slot, "pod", klog.KObj(pod), "containerName", c.Name)
-		m.event(pod, v1.EventTypeWarning, ReasonRegisterFailed, "Container %s runs without network SLO control: %v", c.Name, err)
+		fail("Cannot write vif slot values, releasing the slot "+slot, err)
 		m.release(logger, o)
 		return
 	}
 	m.owned[containerID] = o
+	delete(m.failed, containerID)
 	logger.Info("Registered container with vif", "slot", slot, "pod", klog.KObj(pod), "containerName", c.Name,
 		"containerID", containerID, "pid", pid, "goalMbps", spec.GoalMbps, "weight", spec.Weight, "minCredit", spec.MinCredit)
 	m.event(pod, v1.EventTypeNormal, ReasonRegistered, "Container %s holds vif slot %s: goal %d Mbps, weight %d, min_credit %d%%",
@@ -359,6 +484,25 @@ func (m *Manager) writeSpec(slot string, spec Spec) error {
 		return err
 	}
 	return m.writeUint(slot, "min_credit", spec.MinCredit)
+}
+
+// rewriteDrifted writes the values of a held slot that differ from spec
+// (someone wrote them by hand), and only those: a reconcile of an unchanged
+// slot reads and writes nothing else.
+func (m *Manager) rewriteDrifted(slot string, spec Spec) error {
+	for _, f := range []struct {
+		name string
+		want uint64
+	}{{"goal", spec.GoalMbps}, {"weight", spec.Weight}, {"min_credit", spec.MinCredit}} {
+		got, err := m.readUint(slot, f.name)
+		if err == nil && got == f.want {
+			continue
+		}
+		if err := m.writeUint(slot, f.name, f.want); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // release frees o's slot if it still holds o's PID. When the process exited
@@ -457,7 +601,6 @@ func (m *Manager) load(logger klog.Logger) {
 		if o == nil || o.ContainerID == "" {
 			continue
 		}
-		o.inherited = true
 		m.owned[o.ContainerID] = o
 	}
 }
@@ -480,6 +623,14 @@ func (m *Manager) readPID(slot string) (int, error) {
 		return 0, err
 	}
 	return strconv.Atoi(strings.TrimSpace(string(data)))
+}
+
+func (m *Manager) readUint(slot, file string) (uint64, error) {
+	data, err := m.fs.ReadFile(filepath.Join(m.root, slot, file))
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64)
 }
 
 func (m *Manager) writeUint(slot, file string, v uint64) error {

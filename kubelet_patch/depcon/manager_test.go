@@ -244,9 +244,10 @@ func TestModuleAbsent(t *testing.T) {
 		m.ContainerStarted(ctx, pod, &pod.Spec.Containers[0], fmt.Sprintf("c%d", i), func() (int, error) { called = true; return 1, nil })
 		m.ContainerStopped(ctx, fmt.Sprintf("c%d", i))
 	}
-	m.Resync(ctx, nil)
-	if called || len(rec.events) != 0 {
-		t.Errorf("without the module: pid looked up %v, events %v; want none", called, rec.events)
+	rt := newFakeRuntime()
+	m.Reconcile(ctx, rt.list)
+	if lists, _ := rt.calls(); called || lists != 0 || len(rec.events) != 0 {
+		t.Errorf("without the module: pid looked up %v, runtime listed %d times, events %v; want none", called, lists, rec.events)
 	}
 	if got := logs.count("vif module not loaded"); got != 1 {
 		t.Errorf("absence logged %d times, want once", got)
@@ -315,83 +316,6 @@ func TestContainerStopped(t *testing.T) {
 	}
 }
 
-func TestResync(t *testing.T) {
-	root := newProcfs(t, 6)
-	state := filepath.Join(t.TempDir(), "depcon", "slots.json")
-
-	// An earlier kubelet run registered a, b and c.
-	first := NewManager(Options{ProcfsRoot: root, FS: newModuleFS(root), StateFile: state})
-	pods := map[string]*v1.Pod{
-		"a": sloPod("a", "100", "", nil),
-		"b": sloPod("b", "200", "", nil),
-		"c": sloPod("c", "300", "", nil),
-		"d": sloPod("d", "400", "", map[string]string{WeightAnnotation: "3"}),
-	}
-	for i, name := range []string{"a", "b", "c"} {
-		first.ContainerStarted(context.Background(), pods[name], &pods[name].Spec.Containers[0], "ctr-"+name, pidIs(1000+i))
-	}
-	// vif1=a(1000) vif2=b(1001) vif3=c(1002). While the kubelet was down:
-	// c exited, the module freed vif3 and an operator claimed it by hand;
-	// an operator also claimed vif4. b's pod is gone but its process lingers.
-	setSlot(t, root, "vif3", "goal", 0) // the module's reset when c exited
-	setSlot(t, root, "vif3", "pid", 5000)
-	setSlot(t, root, "vif4", "pid", 6000)
-	// a's goal drifted (someone wrote it by hand).
-	setSlot(t, root, "vif1", "goal", 1)
-
-	// The new kubelet run: a and d (started by a stock kubelet) are running.
-	var logs logCapture
-	second := NewManager(Options{ProcfsRoot: root, FS: newModuleFS(root), StateFile: state, Recorder: &fakeRecorder{}})
-	second.Resync(logs.ctx(), []RunningContainer{
-		{Pod: pods["a"], Container: &pods["a"].Spec.Containers[0], ContainerID: "ctr-a", PID: 1000},
-		{Pod: pods["d"], Container: &pods["d"].Spec.Containers[0], ContainerID: "ctr-d", PID: 1003},
-	})
-
-	want := map[string][2]int{ // pid, goal
-		"vif1": {1000, 100}, // a kept, goal rewritten
-		"vif2": {0, 0},      // b: stale, released
-		"vif3": {5000, 0},   // not ours any more: untouched
-		"vif4": {6000, 0},   // never ours: untouched
-		"vif5": {1003, 400},
-		"vif6": {0, 0},
-	}
-	for slot, w := range want {
-		got := [2]int{readSlot(t, root, slot, "pid"), readSlot(t, root, slot, "goal")}
-		if got != w {
-			t.Errorf("%s pid/goal = %v, want %v", slot, got, w)
-		}
-	}
-	if got := readSlot(t, root, "vif5", "weight"); got != 3 {
-		t.Errorf("vif5 weight = %d, want 3", got)
-	}
-	if logs.count("Releasing stale vif slot") != 1 {
-		t.Errorf("want one stale slot released, logs: %v", logs.msgs)
-	}
-	owners, err := loadState(state)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []string
-	for _, o := range owners {
-		ids = append(ids, o.ContainerID+"@"+o.Slot)
-	}
-	if !reflect.DeepEqual(ids, []string{"ctr-a@vif1", "ctr-d@vif5"}) {
-		t.Errorf("state = %v", ids)
-	}
-}
-
-func TestResyncKeepsContainersStartedThisRun(t *testing.T) {
-	root := newProcfs(t, 2)
-	m := NewManager(Options{ProcfsRoot: root, FS: newModuleFS(root), StateFile: filepath.Join(t.TempDir(), "s.json")})
-	pod := sloPod("new", "500", "", nil)
-	m.ContainerStarted(context.Background(), pod, &pod.Spec.Containers[0], "ctr-new", pidIs(10))
-	// The caller listed containers just before ctr-new started.
-	m.Resync(context.Background(), nil)
-	if got := readSlot(t, root, "vif1", "pid"); got != 10 {
-		t.Errorf("vif1 pid = %d, want 10 (a container of this run is never stale)", got)
-	}
-}
-
 func TestCorruptStateFile(t *testing.T) {
 	root := newProcfs(t, 1)
 	state := filepath.Join(t.TempDir(), "slots.json")
@@ -442,7 +366,10 @@ func TestNilManager(t *testing.T) {
 	pod := sloPod("p", "500", "", nil)
 	m.ContainerStarted(context.Background(), pod, &pod.Spec.Containers[0], "c", pidIs(1))
 	m.ContainerStopped(context.Background(), "c")
-	m.Resync(context.Background(), nil)
+	m.Reconcile(context.Background(), newFakeRuntime().list)
+	if m.MaskedPaths([]string{"/proc/kcore"})[0] != "/proc/kcore" || len(m.MaskedPaths([]string{"/proc/kcore"})) != 1 {
+		t.Error("a nil Manager masks nothing more")
+	}
 	if m.Wants(&pod.Spec.Containers[0]) {
 		t.Error("a nil Manager wants nothing")
 	}
@@ -460,7 +387,7 @@ func TestPanicIsContained(t *testing.T) {
 	m := NewManager(Options{FS: panicFS{}})
 	pod := sloPod("p", "500", "", nil)
 	m.ContainerStarted(logs.ctx(), pod, &pod.Spec.Containers[0], "c", pidIs(1))
-	m.Resync(logs.ctx(), nil)
+	m.Reconcile(logs.ctx(), newFakeRuntime().list)
 	if logs.count("recovered from a panic") != 2 {
 		t.Errorf("panics not logged: %v", logs.msgs)
 	}

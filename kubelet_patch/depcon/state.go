@@ -20,10 +20,10 @@ type owner struct {
 	Pod         string `json:"pod"`
 	Container   string `json:"container"`
 
-	// inherited: loaded from the state file of an earlier kubelet run and
-	// not yet confirmed by Resync. Only inherited slots are released as
-	// stale, so a container started while Resync runs is never released.
-	inherited bool
+	// gen is the Manager's claim count at this claim; 0 for a slot loaded
+	// from the state file of an earlier kubelet run. Reconcile releases only
+	// slots claimed before it listed the containers.
+	gen uint64
 }
 
 type stateFile struct {

@@ -5,14 +5,15 @@ The series lives in ``kubelet_patch/patches/`` (``git format-patch`` files,
 pinned in ``versions.yml``, fetched through the Go module proxy. The module
 cache is read-only, so the series is always applied to a copy.
 
-``0001`` adds ``pkg/kubelet/depcon``: a verbatim copy of the Go package in
-``kubelet_patch/depcon`` (:func:`package_drift` says whether they differ).
+``0001`` adds ``pkg/kubelet/depcon``, the Go package in ``kubelet_patch/depcon``.
+Only its message is kept (``0001-*.msg``): :func:`series` generates the patch
+from the package each time, so there is one copy of the code.
 
 Command line::
 
     python -m infra.kubelet_patch check            # the series applies cleanly
     python -m infra.kubelet_patch apply DEST       # full patched tree in DEST
-    python -m infra.kubelet_patch refresh          # rewrite 0001 from kubelet_patch/depcon
+    python -m infra.kubelet_patch refresh          # normalise the series after a rebase
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.config import load_versions
-from infra.paths import repo_root
+from infra.paths import cache_dir, repo_root
 
 __all__ = [
     "KubernetesSource",
@@ -42,7 +43,8 @@ __all__ = [
     "check_series",
     "download_kubernetes",
     "go_module_h1",
-    "package_drift",
+    "package_dir",
+    "package_patch",
     "patch_files",
     "patches_dir",
     "refresh_series",
@@ -52,7 +54,7 @@ __all__ = [
     "writable_copy",
 ]
 
-_PATCH_NAME = re.compile(r"^(\d{4})-[A-Za-z0-9._-]+\.patch$")
+_PATCH_NAME = re.compile(r"^(\d{4})-[A-Za-z0-9._-]+\.(patch|msg)$")
 _DIFF_GIT = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
 _DEPCON_IN_TREE = "pkg/kubelet/depcon/"
 _STAGING_REPLACE = re.compile(
@@ -68,19 +70,95 @@ def patches_dir() -> Path:
     return repo_root() / "kubelet_patch" / "patches"
 
 
-def series(directory: Path | None = None) -> list[Path]:
-    """The patch files in order; numbering must run 0001, 0002, ... without gaps."""
-    directory = directory or patches_dir()
-    found = sorted(p for p in directory.iterdir() if p.suffix == ".patch")
+def package_dir() -> Path:
+    return repo_root() / "kubelet_patch" / "depcon"
+
+
+def _numbered(directory: Path) -> list[Path]:
+    """The 0001-*.msg and 0002-*.patch ... files, numbered without gaps."""
+    found = sorted(p for p in directory.iterdir() if p.suffix in (".patch", ".msg"))
     if not found:
         raise PatchError(f"{directory}: no .patch files")
     for i, path in enumerate(found, start=1):
         m = _PATCH_NAME.match(path.name)
-        if not m or int(m.group(1)) != i:
+        if not m or int(m.group(1)) != i or (m.group(2) == "msg") != (i == 1):
+            want = f"{i:04d}-*.msg" if i == 1 else f"{i:04d}-*.patch"
             raise PatchError(
-                f"{path}: expected a name starting {i:04d}- (git format-patch numbering)"
+                f"{path}: expected {want} (git format-patch numbering; 0001 is generated)"
             )
     return found
+
+
+# Fixed commit metadata, so re-exporting an unchanged series changes no byte.
+_GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "DepCon deploy",
+    "GIT_AUTHOR_EMAIL": "depcon@example.com",
+    "GIT_AUTHOR_DATE": "2026-11-23T00:00:00Z",
+    "GIT_COMMITTER_NAME": "DepCon deploy",
+    "GIT_COMMITTER_EMAIL": "depcon@example.com",
+    "GIT_COMMITTER_DATE": "2026-11-23T00:00:00Z",
+    # The user's git configuration (prefixes, abbreviation) must not leak into a patch.
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+_PATCH_FROM = "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001"
+_PATCH_DATE = "Mon, 23 Nov 2026 00:00:00 +0000"
+
+
+def _git(tree: Path, *args: str) -> str:
+    env = dict(os.environ, **_GIT_IDENTITY)
+    proc = subprocess.run(
+        ["git", *args], cwd=tree, env=env, capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise PatchError(f"git {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def package_patch(message: Path, total: int, package: Path | None = None) -> str:
+    """Patch 1 of ``total``: ``message`` (a commit message) adding the package's Go files.
+
+    The diff is git's own (a scratch index holding ``pkg/kubelet/depcon/*.go``),
+    laid out as ``git format-patch`` writes it, with the fixed identity.
+    """
+    package = package or package_dir()
+    sources = sorted(package.glob("*.go"))
+    if not sources:
+        raise PatchError(f"{package}: no .go files to put into 0001")
+    subject, _, body = message.read_text().strip().partition("\n")
+    with tempfile.TemporaryDirectory(prefix="kubelet-patch-") as tmp:
+        tree = Path(tmp)
+        (tree / _DEPCON_IN_TREE).mkdir(parents=True)
+        for src in sources:
+            shutil.copyfile(src, tree / _DEPCON_IN_TREE / src.name)
+        _git(tree, "init", "-q")
+        _git(tree, "add", "-A")
+        diff = _git(tree, "diff", "--cached", "--abbrev=7", "--stat=72", "--summary", "--patch")
+    author = f"{_GIT_IDENTITY['GIT_AUTHOR_NAME']} <{_GIT_IDENTITY['GIT_AUTHOR_EMAIL']}>"
+    header = (
+        f"{_PATCH_FROM}\nFrom: {author}\nDate: {_PATCH_DATE}\n"
+        f"Subject: [PATCH 1/{total}] {subject.strip()}\n"
+    )
+    return f"{header}\n{body.strip()}\n---\n{diff}"
+
+
+def series(directory: Path | None = None, package: Path | None = None) -> list[Path]:
+    """The patch files in order, 0001 generated from the package.
+
+    0001 is written under the cache, keyed by its content, so the paths stay
+    valid and an unchanged package is not written again.
+    """
+    directory = directory or patches_dir()
+    message, *rest = _numbered(directory)
+    text = package_patch(message, 1 + len(rest), package)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    first = cache_dir() / "kubelet-patch" / digest / (message.stem + ".patch")
+    if not first.is_file() or first.read_text() != text:
+        first.parent.mkdir(parents=True, exist_ok=True)
+        tmp = first.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(first)
+    return [first, *rest]
 
 
 def touched_paths(patch: Path) -> list[str]:
@@ -106,24 +184,6 @@ def patch_files(patch: Path) -> dict[str, str]:
                 final_newline = False
         files[head.group(2)] = "\n".join(lines) + ("\n" if final_newline and lines else "")
     return files
-
-
-def package_drift(patch: Path | None = None, package: Path | None = None) -> list[str]:
-    """Files where 0001's copy of the package and ``kubelet_patch/depcon`` differ.
-
-    Empty when in sync. Regenerate 0001 as the README says when it is not.
-    """
-    patch = patch or series()[0]
-    package = package or repo_root() / "kubelet_patch" / "depcon"
-    in_patch = {
-        path.removeprefix(_DEPCON_IN_TREE): text
-        for path, text in patch_files(patch).items()
-        if path.startswith(_DEPCON_IN_TREE)
-    }
-    on_disk = {p.name: p.read_text() for p in package.glob("*.go")}
-    return sorted(
-        name for name in in_patch.keys() | on_disk.keys() if in_patch.get(name) != on_disk.get(name)
-    )
 
 
 def go_module_h1(zip_path: Path) -> str:
@@ -282,40 +342,20 @@ def check_series(source: Path, patches: list[Path] | None = None) -> list[str]:
     return [p.name for p in patches]
 
 
-# Fixed commit metadata, so re-exporting an unchanged series changes no byte.
-_GIT_IDENTITY = {
-    "GIT_AUTHOR_NAME": "DepCon deploy",
-    "GIT_AUTHOR_EMAIL": "depcon@example.com",
-    "GIT_AUTHOR_DATE": "2026-11-23T00:00:00Z",
-    "GIT_COMMITTER_NAME": "DepCon deploy",
-    "GIT_COMMITTER_EMAIL": "depcon@example.com",
-    "GIT_COMMITTER_DATE": "2026-11-23T00:00:00Z",
-}
-
-
-def _git(tree: Path, *args: str) -> str:
-    env = dict(os.environ, **_GIT_IDENTITY)
-    proc = subprocess.run(
-        ["git", *args], cwd=tree, env=env, capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        raise PatchError(f"git {' '.join(args)} failed: {proc.stderr.strip()}")
-    return proc.stdout
-
-
 def refresh_series(
-    source: Path, patches: list[Path] | None = None, package: Path | None = None
+    source: Path, directory: Path | None = None, package: Path | None = None
 ) -> list[Path]:
-    """Rewrite 0001 so it carries the current ``kubelet_patch/depcon`` Go files.
+    """Normalise the series in ``directory`` (after a rebase or an edit by hand).
 
-    Replays the series with ``git am`` on a copy of the files it touches,
-    replaces the package in the first commit, resets every commit's author and
-    date to a fixed identity and exports the series again with ``git
-    format-patch``: messages and code are kept, so re-running it on an
-    up-to-date series changes no byte. Returns the new files.
+    Replays the series (0001 generated from the package) with ``git am`` on a
+    copy of the files it touches, resets every commit's author and date to a
+    fixed identity and exports it again with ``git format-patch``; 0001's
+    message goes back to its ``.msg``, the others to their ``.patch`` files.
+    Messages and code are kept, so an up-to-date series changes no byte.
+    Returns the files written.
     """
-    patches = patches or series()
-    package = package or repo_root() / "kubelet_patch" / "depcon"
+    directory = directory or patches_dir()
+    patches = series(directory, package)
     touched = sorted({path for p in patches for path in touched_paths(p)})
     with tempfile.TemporaryDirectory(prefix="kubelet-patch-") as tmp:
         tree = Path(tmp) / "tree"
@@ -324,23 +364,19 @@ def refresh_series(
         _git(tree, "add", "-A")
         _git(tree, "commit", "-q", "--allow-empty", "-m", "base")
         _git(tree, "tag", "base")
-        for i, patch in enumerate(patches):
+        for patch in patches:
             _git(tree, "am", "-q", str(patch.resolve()))
-            if i == 0:
-                in_tree = tree / _DEPCON_IN_TREE
-                for old in in_tree.glob("*.go"):
-                    old.unlink()
-                for new in sorted(package.glob("*.go")):
-                    shutil.copy2(new, in_tree / new.name)
-                _git(tree, "add", "-A", _DEPCON_IN_TREE)
             _git(tree, "commit", "-q", "--amend", "--no-edit", "--reset-author", "--allow-empty")
+        first_message = _git(tree, "log", "-1", "--format=%B", f"HEAD~{len(patches) - 1}")
         out = Path(tmp) / "out"
         _git(tree, "format-patch", "-q", "--no-signature", "--zero-commit", "-o", str(out), "base")
-        directory = patches[0].parent
-        for patch in patches:
-            patch.unlink()
-        written = []
-        for new_patch in sorted(out.iterdir()):
+        exported = sorted(out.iterdir())
+        old = _numbered(directory)
+        for path in old:
+            path.unlink()
+        written = [old[0]]
+        old[0].write_text(first_message.strip() + "\n")
+        for new_patch in exported[1:]:
             shutil.copy2(new_patch, directory / new_patch.name)
             written.append(directory / new_patch.name)
     return written
@@ -352,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check", help="check that the series applies to the pinned Kubernetes")
     apply = sub.add_parser("apply", help="write the patched Kubernetes tree to DEST")
     apply.add_argument("dest", type=Path)
-    sub.add_parser("refresh", help="rewrite 0001 from kubelet_patch/depcon")
+    sub.add_parser("refresh", help="normalise the series (identity, dates) after a rebase")
     args = parser.parse_args(argv)
     try:
         src = download_kubernetes()
@@ -360,12 +396,6 @@ def main(argv: list[str] | None = None) -> int:
             written = refresh_series(src.dir)
             print(f"rewrote {len(written)} patches in {patches_dir()}")
             return 0
-        drift = package_drift()
-        if drift:
-            raise PatchError(
-                "0001 is out of date with kubelet_patch/depcon "
-                f"({', '.join(drift)}): regenerate it (kubelet_patch/README.md)"
-            )
         if args.command == "check":
             names = check_series(src.dir)
             print(f"{len(names)} patches apply cleanly to k8s.io/kubernetes@{src.version}")

@@ -24,7 +24,9 @@ from infra.kubelet_patch import (
     check_series,
     download_kubernetes,
     go_module_h1,
-    package_drift,
+    package_dir,
+    patch_files,
+    patches_dir,
     refresh_series,
     series,
 )
@@ -63,14 +65,22 @@ def test_each_patch_says_why() -> None:
         assert len(message.split()) >= 20, f"{patch.name}: the message does not say why"
 
 
-def test_0001_is_the_package(tmp_path: Path) -> None:
-    assert package_drift() == [], "regenerate 0001 from kubelet_patch/depcon (README)"
+def _package_files(package: Path) -> dict[str, str]:
+    return {f"pkg/kubelet/depcon/{p.name}": p.read_text() for p in package.glob("*.go")}
 
-    # And a change to the package is noticed.
+
+def test_0001_is_generated_from_the_package(tmp_path: Path) -> None:
+    # One copy of the code: the repository keeps only 0001's message.
+    assert not list(patches_dir().glob("0001-*.patch"))
+    assert patch_files(series()[0]) == _package_files(package_dir())
+
+    # A change to the package is in the next 0001, with no step in between.
     pkg = tmp_path / "depcon"
-    shutil.copytree(repo_root() / "kubelet_patch" / "depcon", pkg)
+    shutil.copytree(package_dir(), pkg)
     (pkg / "spec.go").write_text((pkg / "spec.go").read_text() + "\n// changed\n")
-    assert package_drift(package=pkg) == ["spec.go"]
+    changed = series(package=pkg)[0]
+    assert changed != series()[0]
+    assert patch_files(changed) == _package_files(pkg)
 
 
 def test_patched_tree_wires_the_package(source: KubernetesSource, tmp_path: Path) -> None:
@@ -83,7 +93,11 @@ def test_patched_tree_wires_the_package(source: KubernetesSource, tmp_path: Path
     container = (kubelet / "kuberuntime" / "kuberuntime_container.go").read_text()
     assert "m.depcon.ContainerStarted(" in container
     assert "m.depcon.ContainerStopped(" in container
-    assert "kl.resyncDepcon(ctx, allPods)" in (kubelet / "kubelet_pods.go").read_text()
+    assert (
+        "go wait.UntilWithContext(ctx, kl.reconcileDepcon, depconReconcilePeriod)"
+        in (kubelet / "kubelet.go").read_text()
+    )
+    assert "m.depcon.MaskedPaths(" in (kubelet / "kuberuntime" / "security_context.go").read_text()
     # The module cache copy is untouched.
     assert not (source.dir / "pkg" / "kubelet" / "depcon").exists()
 
@@ -116,14 +130,20 @@ def test_hash_mismatch_is_refused() -> None:
 def test_refresh_of_an_up_to_date_series_changes_nothing(
     source: KubernetesSource, tmp_path: Path
 ) -> None:
-    copies = []
-    for patch in series():
-        shutil.copy2(patch, tmp_path / patch.name)
-        copies.append(tmp_path / patch.name)
-    written = refresh_series(source.dir, copies)
-    assert [p.name for p in written] == [p.name for p in series()]
-    for new, old in zip(written, series(), strict=True):
-        assert new.read_bytes() == old.read_bytes(), new.name
+    copy = tmp_path / "patches"
+    shutil.copytree(patches_dir(), copy)
+    written = refresh_series(source.dir, copy)
+    assert sorted(p.name for p in written) == sorted(p.name for p in patches_dir().iterdir())
+    for new in written:
+        assert new.read_bytes() == (patches_dir() / new.name).read_bytes(), new.name
+
+
+def test_a_series_without_the_0001_message_is_refused(tmp_path: Path) -> None:
+    copy = tmp_path / "patches"
+    shutil.copytree(patches_dir(), copy)
+    next(copy.glob("0001-*.msg")).unlink()
+    with pytest.raises(PatchError, match=re.escape("expected 0001-*.msg")):
+        series(copy)
 
 
 _REAL_MODULE_SCRIPT = """set -e

@@ -53,15 +53,20 @@ enum vif_state {
 	VIF_UNREACHABLE,
 };
 
-/* The cgroup a slot controls, and the cpu.max it had when it was claimed. */
+/*
+ * The cgroup a slot controls, and the cpu.max to give back: the one found at
+ * claim time, or the last one someone else wrote since (vif_cgroup.c).
+ */
 struct vif_cg {
 	char *path;		/* inside the v2 hierarchy, e.g. "/pod/ctr" */
+	u64 id;			/* cgroup_id(): one slot per cgroup */
 	struct file *max;	/* <root><path>/cpu.max, read-write */
 	struct file *stat;	/* <root><path>/cpu.stat, read-only */
-	char orig[64];		/* cpu.max as found, written back on release */
+	char orig[64];		/* cpu.max to write back on release */
 	u64 orig_quota_us;	/* its quota, VIF_QUOTA_MAX for "max" */
-	u64 period_us;		/* CFS period of the cgroup */
-	u64 quota_us;		/* current quota, VIF_QUOTA_MAX for "max" */
+	u64 period_us;		/* CFS period, as vif last read or wrote it */
+	u64 quota_us;		/* quota, as vif last read or wrote it */
+	u64 outside_changes;	/* cpu.max changes by others adopted since claim */
 };
 
 /* One /proc/oslab/vifN directory. All fields are guarded by vif_lock. */
@@ -115,6 +120,7 @@ void vif_io_exit(void);
 int vif_cg_resolve(struct vif_cg *cg, struct task_struct *task);
 int vif_cg_attach(struct vif_cg *cg);
 void vif_cg_detach(struct vif_cg *cg);
+int vif_cg_sync(struct vif_cg *cg);
 int vif_cg_restore(struct vif_cg *cg);
 int vif_cg_set_quota(struct vif_cg *cg, u64 quota_us);
 int vif_cg_sample(struct vif_cg *cg, u64 *usage_us, u64 *nr_throttled);

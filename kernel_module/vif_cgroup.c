@@ -19,6 +19,15 @@
  * the caller already is a kworker (the control loop), else on the vif_io
  * workqueue, waiting for it. See vif_slot.c for why waiting is safe.
  *
+ * Outside changes win. cg->quota_us and cg->period_us are what cpu.max held
+ * when vif last read or wrote it. Before every write, and once per control
+ * period, cpu.max is read again: a different value was written by someone
+ * else (the kubelet resizing a pod in place, an administrator). It becomes
+ * the original that a release writes back, and that write is then skipped,
+ * so vif never undoes a change it did not make. A change landing between
+ * that read and vif's own write is still lost: cgroupfs offers no
+ * compare-and-swap.
+ *
  * Only cgroup v2 is supported: on v1 usage lives in another controller
  * (cpuacct) and claims fail with EOPNOTSUPP.
  */
@@ -85,6 +94,7 @@ int vif_cg_resolve(struct vif_cg *cg, struct task_struct *task)
 {
 	struct cgroup_subsys_state *css;
 	char *buf;
+	u64 id;
 	int len;
 
 	if (!cgroup_subsys_on_dfl(cpu_cgrp_subsys))
@@ -100,6 +110,7 @@ int vif_cg_resolve(struct vif_cg *cg, struct task_struct *task)
 		len = -EOPNOTSUPP;	/* the root cgroup has no cpu.max */
 	else
 		len = cgroup_path(css->cgroup, buf, PATH_MAX);
+	id = cgroup_id(css->cgroup);
 	rcu_read_unlock();
 
 	if (len < 0 || len >= PATH_MAX) {
@@ -107,6 +118,7 @@ int vif_cg_resolve(struct vif_cg *cg, struct task_struct *task)
 		return len < 0 ? len : -ENAMETOOLONG;
 	}
 	cg->path = buf;
+	cg->id = id;
 	return 0;
 }
 
@@ -153,11 +165,29 @@ static int vif_cg_parse_max(const char *s, u64 *quota_us, u64 *period_us)
 	return kstrtou64(quota, 10, quota_us);
 }
 
+/* Reads cpu.max into @buf (without its newline) and parses it. */
+static int vif_cg_read_max(struct vif_cg *cg, char *buf, size_t size,
+			   u64 *quota_us, u64 *period_us)
+{
+	char *nl;
+	ssize_t n;
+
+	n = vif_cg_read(cg->max, buf, size);
+	if (n < 0)
+		return n;
+	nl = strchr(buf, '\n');
+	if (nl)
+		*nl = '\0';
+	if (vif_cg_parse_max(buf, quota_us, period_us) || !*period_us) {
+		pr_warn("cannot parse cpu.max \"%s\" of %s\n", buf, cg->path);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static int __vif_cg_attach(void *arg)
 {
 	struct vif_cg *cg = arg;
-	char *nl;
-	ssize_t n;
 	int ret;
 
 	cg->max = vif_cg_open(cg, "cpu.max", O_RDWR);
@@ -171,22 +201,12 @@ static int __vif_cg_attach(void *arg)
 		goto err_max;
 	}
 
-	n = vif_cg_read(cg->max, cg->orig, sizeof(cg->orig));
-	if (n < 0) {
-		ret = n;
+	ret = vif_cg_read_max(cg, cg->orig, sizeof(cg->orig), &cg->quota_us,
+			      &cg->period_us);
+	if (ret)
 		goto err_stat;
-	}
-	nl = strchr(cg->orig, '\n');
-	if (nl)
-		*nl = '\0';
-	ret = vif_cg_parse_max(cg->orig, &cg->quota_us, &cg->period_us);
-	if (ret || !cg->period_us) {
-		pr_warn("cannot parse cpu.max \"%s\" of %s\n", cg->orig,
-			cg->path);
-		ret = -EINVAL;
-		goto err_stat;
-	}
 	cg->orig_quota_us = cg->quota_us;
+	cg->outside_changes = 0;
 	return 0;
 
 err_stat:
@@ -214,11 +234,45 @@ static int vif_cg_write_max(struct vif_cg *cg, const char *s)
 	return n < 0 ? n : 0;
 }
 
-/* Control loop only (a kworker): back to the cpu.max found at claim time. */
+/*
+ * Kworker only. Returns 1 when cpu.max no longer holds what vif last read or
+ * wrote: the value found is adopted as the original (see the top of this
+ * file). 0 when unchanged, or a negative errno.
+ */
+int vif_cg_sync(struct vif_cg *cg)
+{
+	char buf[sizeof(cg->orig)];
+	u64 quota_us, period_us;
+	int ret;
+
+	ret = vif_cg_read_max(cg, buf, sizeof(buf), &quota_us, &period_us);
+	if (ret)
+		return ret;
+	if (quota_us == cg->quota_us && period_us == cg->period_us)
+		return 0;
+	pr_info("cpu.max of %s changed to \"%s\" by someone else: adopted, a release keeps it\n",
+		cg->path, buf);
+	strscpy(cg->orig, buf, sizeof(cg->orig));
+	cg->orig_quota_us = quota_us;
+	cg->quota_us = quota_us;
+	cg->period_us = period_us;
+	cg->outside_changes++;
+	return 1;
+}
+
+/*
+ * Kworker only: back to the original cpu.max, unless someone else has
+ * changed it since vif's last write; then their value stays.
+ */
 int vif_cg_restore(struct vif_cg *cg)
 {
 	int ret;
 
+	if (cg->quota_us == cg->orig_quota_us)
+		return 0;
+	ret = vif_cg_sync(cg);
+	if (ret)
+		return ret < 0 ? ret : 0;
 	ret = vif_cg_write_max(cg, cg->orig);
 	if (!ret)
 		cg->quota_us = cg->orig_quota_us;
@@ -230,7 +284,7 @@ static int __vif_cg_detach(void *arg)
 	struct vif_cg *cg = arg;
 	int ret;
 
-	ret = vif_cg_write_max(cg, cg->orig);
+	ret = vif_cg_restore(cg);
 	if (ret)
 		pr_warn("cannot restore cpu.max \"%s\" of %s: %d\n", cg->orig,
 			cg->path, ret);
@@ -250,7 +304,10 @@ void vif_cg_detach(struct vif_cg *cg)
 	cg->stat = NULL;
 }
 
-/* Control loop only (a kworker). */
+/*
+ * Control loop only (a kworker). -EAGAIN: someone else changed cpu.max since
+ * vif's last write; their value was adopted and nothing was written.
+ */
 int vif_cg_set_quota(struct vif_cg *cg, u64 quota_us)
 {
 	char buf[48];
@@ -258,6 +315,9 @@ int vif_cg_set_quota(struct vif_cg *cg, u64 quota_us)
 
 	if (quota_us == cg->quota_us)
 		return 0;
+	ret = vif_cg_sync(cg);
+	if (ret)
+		return ret < 0 ? ret : -EAGAIN;
 	snprintf(buf, sizeof(buf), "%llu %llu", quota_us, cg->period_us);
 	ret = vif_cg_write_max(cg, buf);
 	if (ret) {

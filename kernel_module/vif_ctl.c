@@ -7,6 +7,8 @@
  * slot it
  *
  *  1. releases the slot if its process has exited (restoring the quota);
+ *     reads cpu.max: a value someone else wrote becomes the slot's
+ *     original (vif_cgroup.c) and the quota the loop starts from;
  *  2. samples the bytes of the slot's network namespace and the CPU time of
  *     its cgroup over the elapsed time: bandwidth B (kbps) and CPU U (ppm
  *     of one CPU), both smoothed (EWMA, alpha 1/4) against sampling noise;
@@ -214,11 +216,15 @@ static void vif_ctl_apply(struct vif_slot *slot, u64 cap_ppm)
 	u64 period = slot->cg.period_us;
 	u64 quota, cap_us = div64_u64(cap_ppm * period, VIF_PPM);
 	u64 target = (u64)vif_slot_target_mbps(slot) * 1000;
+	int ret;
 
 	quota = div64_u64(slot->alloc_ppm * period, VIF_PPM);
 	quota = clamp_t(u64, quota, vif_min_quota_us, cap_us);
-	if (!vif_cg_set_quota(&slot->cg, quota))
+	ret = vif_cg_set_quota(&slot->cg, quota);
+	if (!ret)
 		slot->controlled = true;
+	else if (ret == -EAGAIN)
+		slot->controlled = false;	/* cpu.max is the original now */
 
 	if (slot->alloc_ppm < slot->need_ppm)
 		slot->state = VIF_CPU_LIMITED;
@@ -245,6 +251,8 @@ static void vif_ctl_tick(struct work_struct *work)
 			vif_slot_release(slot);
 			continue;
 		}
+		if (vif_cg_sync(&slot->cg) > 0)
+			slot->controlled = false;
 		vif_ctl_sample(slot, now);
 		vif_ctl_decide(slot, cap_ppm);
 	}

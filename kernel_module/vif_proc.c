@@ -8,19 +8,53 @@
  * (optionally followed by one newline) is EINVAL and changes nothing. The
  * kstrto*_from_user() helpers silently truncate long input, so input longer
  * than VIF_INPUT_MAX bytes is refused before it gets there.
+ *
+ * Permissions. Procfs is not namespaced: /proc/oslab is visible in every
+ * container. So every write needs CAP_SYS_ADMIN in the initial user
+ * namespace, else EPERM, and so does seeing the PIDs and cgroup paths of
+ * other containers; other readers get "-" in their place. Both check the
+ * opener's credentials (file_ns_capable()), as /proc/sys does, so a
+ * privileged program cannot be tricked into writing through a descriptor
+ * an unprivileged one opened.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/capability.h>
+#include <linux/fs.h>
 #include <linux/kernel.h>
 #include <linux/proc_fs.h>
 #include <linux/seq_file.h>
 #include <linux/uaccess.h>
+#include <linux/user_namespace.h>
 
 #include "vif.h"
 
 #define VIF_INPUT_MAX	32
 
 static struct proc_dir_entry *vif_proc_root;
+
+/* The host's root: whoever opened @file has CAP_SYS_ADMIN in init_user_ns. */
+static bool vif_host_admin(const struct file *file)
+{
+	return file_ns_capable(file, &init_user_ns, CAP_SYS_ADMIN);
+}
+
+/* A holder's PID, or "-" to a reader who may not see it. */
+static void vif_seq_pid(struct seq_file *m, const struct vif_slot *slot)
+{
+	if (!slot->nr || vif_host_admin(m->file))
+		seq_printf(m, "%d", slot->nr);
+	else
+		seq_putc(m, '-');
+}
+
+static const char *vif_shown_path(struct seq_file *m,
+				  const struct vif_slot *slot)
+{
+	if (!slot->cg.path || !vif_host_admin(m->file))
+		return "-";
+	return slot->cg.path;
+}
 
 static int vif_parse_uint(const char __user *ubuf, size_t count,
 			  unsigned int min, unsigned int max,
@@ -62,7 +96,8 @@ static int vif_pid_show(struct seq_file *m, void *v)
 	struct vif_slot *slot = m->private;
 
 	mutex_lock(&vif_lock);
-	seq_printf(m, "%d\n", slot->nr);
+	vif_seq_pid(m, slot);
+	seq_putc(m, '\n');
 	mutex_unlock(&vif_lock);
 	return 0;
 }
@@ -73,6 +108,8 @@ static ssize_t vif_pid_write(struct file *file, const char __user *ubuf,
 	struct vif_slot *slot = pde_data(file_inode(file));
 	int nr, ret;
 
+	if (!vif_host_admin(file))
+		return -EPERM;
 	if (!count || count > VIF_INPUT_MAX)
 		return -EINVAL;
 	if (kstrtoint_from_user(ubuf, count, 10, &nr) || nr < 0)
@@ -107,6 +144,8 @@ static ssize_t vif_goal_write(struct file *file, const char __user *ubuf,
 	unsigned int val;
 	int ret;
 
+	if (!vif_host_admin(file))
+		return -EPERM;
 	ret = vif_parse_uint(ubuf, count, 0, VIF_GOAL_MAX, &val);
 	if (ret)
 		return ret;
@@ -133,6 +172,8 @@ static ssize_t vif_weight_write(struct file *file, const char __user *ubuf,
 	unsigned int val;
 	int ret;
 
+	if (!vif_host_admin(file))
+		return -EPERM;
 	ret = vif_parse_uint(ubuf, count, 1, VIF_WEIGHT_MAX, &val);
 	if (ret)
 		return ret;
@@ -160,6 +201,8 @@ static ssize_t vif_min_credit_write(struct file *file,
 	unsigned int val;
 	int ret;
 
+	if (!vif_host_admin(file))
+		return -EPERM;
 	ret = vif_parse_uint(ubuf, count, 0, 100, &val);
 	if (ret)
 		return ret;
@@ -176,17 +219,19 @@ static int vif_stat_show(struct seq_file *m, void *v)
 	struct vif_slot *slot = m->private;
 
 	mutex_lock(&vif_lock);
-	seq_printf(m, "pid=%d goal_mbps=%u target_mbps=%u ", slot->nr,
-		   slot->goal_mbps, vif_slot_target_mbps(slot));
+	seq_puts(m, "pid=");
+	vif_seq_pid(m, slot);
+	seq_printf(m, " goal_mbps=%u target_mbps=%u ", slot->goal_mbps,
+		   vif_slot_target_mbps(slot));
 	vif_seq_mbps(m, "bw_mbps=", slot->bw_kbps);
 	vif_seq_mbps(m, " bw_smooth_mbps=", slot->bw_smooth_kbps);
 	seq_printf(m, " cpu_pct=%llu quota_us=", div_u64(slot->cpu_ppm,
 							 10000));
 	vif_seq_quota(m, slot);
-	seq_printf(m, " period_us=%llu throttled=%llu weight=%u state=%s cgroup=%s\n",
+	seq_printf(m, " period_us=%llu throttled=%llu weight=%u state=%s outside_changes=%llu cgroup=%s\n",
 		   slot->cg.period_us, slot->throttled, slot->weight,
-		   vif_state_name(slot->state),
-		   slot->cg.path ? slot->cg.path : "-");
+		   vif_state_name(slot->state), slot->cg.outside_changes,
+		   vif_shown_path(m, slot));
 	mutex_unlock(&vif_lock);
 	return 0;
 }
@@ -202,16 +247,17 @@ static int vif_status_show(struct seq_file *m, void *v)
 		slot = &vif_slots[i];
 		if (!slot->pid)
 			continue;
-		seq_printf(m, "vif%u %d %u %u %u %u", slot->id, slot->nr,
-			   slot->goal_mbps, slot->weight, slot->min_credit,
-			   vif_slot_target_mbps(slot));
+		seq_printf(m, "vif%u ", slot->id);
+		vif_seq_pid(m, slot);
+		seq_printf(m, " %u %u %u %u", slot->goal_mbps, slot->weight,
+			   slot->min_credit, vif_slot_target_mbps(slot));
 		vif_seq_mbps(m, " ", slot->bw_kbps);
 		vif_seq_mbps(m, " ", slot->bw_smooth_kbps);
 		seq_printf(m, " %llu ", div_u64(slot->cpu_ppm, 10000));
 		vif_seq_quota(m, slot);
 		seq_printf(m, " %llu %llu %s %s\n", slot->cg.period_us,
 			   slot->throttled, vif_state_name(slot->state),
-			   slot->cg.path);
+			   vif_shown_path(m, slot));
 	}
 	mutex_unlock(&vif_lock);
 	return 0;

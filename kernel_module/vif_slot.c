@@ -15,6 +15,10 @@
  * which does take it, runs on a different workqueue and never waits for
  * vif_io.
  *
+ * One slot per cgroup: a second slot on the same cgroup would record the
+ * first one's quota as its original and write it back after the first had
+ * let go, so a claim of a cgroup another slot holds is refused (EEXIST).
+ *
  * Lifetime: a claimed slot holds a reference on the task's struct pid, on
  * its network namespace and two open cgroupfs files. vif_slot_release()
  * drops them all and writes the original cpu.max back. It is called for
@@ -117,6 +121,16 @@ static bool vif_pid_registered(struct pid *pid)
 	return false;
 }
 
+static bool vif_cgroup_registered(u64 id)
+{
+	unsigned int i;
+
+	for (i = 0; i < vif_nr_vifs; i++)
+		if (vif_slots[i].pid && vif_slots[i].cg.id == id)
+			return true;
+	return false;
+}
+
 /* Caller holds vif_lock. @nr is a PID in the caller's PID namespace. */
 int vif_slot_claim(struct vif_slot *slot, pid_t nr)
 {
@@ -158,10 +172,14 @@ int vif_slot_claim(struct vif_slot *slot, pid_t nr)
 	ret = vif_cg_resolve(&slot->cg, task);
 	if (ret)
 		goto err_net;
+	if (vif_cgroup_registered(slot->cg.id)) {
+		ret = -EEXIST;
+		goto err_path;
+	}
 
 	ret = vif_cg_attach(&slot->cg);
 	if (ret)
-		goto err_net;
+		goto err_path;
 
 	put_task_struct(task);
 	slot->pid = pid;
@@ -174,9 +192,11 @@ int vif_slot_claim(struct vif_slot *slot, pid_t nr)
 		slot->cg.path);
 	return 0;
 
-err_net:
+err_path:
 	kfree(slot->cg.path);
 	slot->cg.path = NULL;
+	slot->cg.id = 0;
+err_net:
 	put_net(slot->net);
 	slot->net = NULL;
 err_task:
@@ -187,7 +207,8 @@ err_pid:
 }
 
 /*
- * Caller holds vif_lock. Restores the cgroup's original cpu.max, drops every
+ * Caller holds vif_lock. Restores the cgroup's original cpu.max (unless
+ * someone else has changed it since: see vif_cgroup.c), drops every
  * reference and resets the slot's settings to their defaults, so the next
  * claimer starts clean. A free slot is left alone: its goal may have been
  * written ahead of its PID.
@@ -198,8 +219,8 @@ void vif_slot_release(struct vif_slot *slot)
 
 	if (!slot->pid)
 		return;
-	pr_info("vif%u: released (pid %d), cpu.max of %s restored\n",
-		slot->id, slot->nr, slot->cg.path);
+	pr_info("vif%u: released (pid %d), cgroup %s\n", slot->id, slot->nr,
+		slot->cg.path);
 	vif_cg_detach(&slot->cg);
 	put_net(slot->net);
 	put_pid(slot->pid);

@@ -1,8 +1,9 @@
 """The base initramfs of the test VM, built from this machine's Debian packages and cached.
 
-It holds busybox (static), iproute2, iperf3, netperf with the shared libraries they
-load, a static ``wr`` helper, the kernel modules the tests load (veth, qdiscs) taken
-from ``/lib/modules/<abi>`` of the pinned kernel, and ``/init``. The archive is keyed by
+It holds busybox (static), iproute2, iperf3, netperf and util-linux's setpriv (busybox's
+cannot drop a capability from the bounding set) with the shared libraries they load, a
+static ``wr`` helper, the kernel modules the tests load (veth, qdiscs) taken from
+``/lib/modules/<abi>`` of the pinned kernel, and ``/init``. The archive is keyed by
 a hash of everything that goes into it, under ``cache_dir()/vm/``.
 """
 
@@ -28,6 +29,7 @@ TOOLS: dict[str, str] = {
     "/usr/bin/iperf3": "iperf3",
     "/usr/bin/netperf": "netperf",
     "/usr/bin/netserver": "netperf",
+    "/usr/bin/setpriv": "util-linux",
 }
 # Kernel modules loaded at boot (dependencies first is not needed: none of them
 # has one beyond the list).

@@ -55,6 +55,26 @@ def test_concurrent_writers_and_readers(kernel: str) -> None:
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
+def test_writes_need_cap_sys_admin_in_the_initial_user_namespace(kernel: str) -> None:
+    """Root in a new user namespace and root without CAP_SYS_ADMIN get EPERM on every file
+    of a victim's slot, whose cpu.max does not move; they read "-" for PIDs and cgroups."""
+    run("privs", kernel)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_one_slot_per_cgroup(kernel: str) -> None:
+    """A second PID of a claimed cgroup is EEXIST; rmmod leaves cpu.max as first found."""
+    run("onecgroup", kernel)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_outside_change_of_cpu_max_wins(kernel: str) -> None:
+    """cpu.max written by someone else while claimed is adopted as the original and counted;
+    release, goal 0 and rmmod leave it."""
+    run("outside", kernel)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 def test_exit_and_rmmod_restore_quotas(kernel: str) -> None:
     """A registered process exiting frees its slot; rmmod with claimed slots restores quotas."""
     run("lifecycle", kernel)

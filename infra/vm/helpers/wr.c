@@ -17,6 +17,7 @@ static const char *name(int e)
 	case EINVAL: return "EINVAL";
 	case ESRCH: return "ESRCH";
 	case EBUSY: return "EBUSY";
+	case EEXIST: return "EEXIST";
 	case ENOENT: return "ENOENT";
 	case EPERM: return "EPERM";
 	case EACCES: return "EACCES";

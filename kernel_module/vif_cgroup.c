@@ -250,8 +250,8 @@ int vif_cg_sync(struct vif_cg *cg)
 		return ret;
 	if (quota_us == cg->quota_us && period_us == cg->period_us)
 		return 0;
-	pr_info("cpu.max of %s changed to \"%s\" by someone else: adopted, a release keeps it\n",
-		cg->path, buf);
+	pr_info_ratelimited("cpu.max of %s changed to \"%s\" by someone else: adopted, a release keeps it\n",
+			    cg->path, buf);
 	strscpy(cg->orig, buf, sizeof(cg->orig));
 	cg->orig_quota_us = quota_us;
 	cg->quota_us = quota_us;

@@ -16,7 +16,7 @@ export GOTOOLCHAIN := local
 # Go modules of the project (the kubelet patch package, when it lands).
 GO_MODULES := $(patsubst %/go.mod,%,$(shell find . -name go.mod -not -path './.venv/*' 2>/dev/null))
 SHELL_SCRIPTS := scripts/setup .ci/run
-YAML_DIRS := roles playbooks inventory molecule versions.yml Pulumi.yaml Pulumi.lab.yaml .yamllint .ansible-lint
+YAML_DIRS := roles playbooks inventory molecule versions.yml Pulumi.yaml Pulumi.lab.yaml Pulumi.controller.yaml .yamllint .ansible-lint
 BENCHES := $(patsubst infra/bench/%.py,bench-%,$(filter-out infra/bench/__init__.py,$(wildcard infra/bench/*.py)))
 
 .PHONY: help setup lab test lint test-unit test-go test-kernel test-integration test-molecule bench engine lock
@@ -36,8 +36,8 @@ LAB_VMS = lab-cp1 lab-w1
 lab-down: setup ## stop the lab VMs, keeping their disks (make lab resumes the cluster)
 	@$(PY) -m infra.vm.image down --keep-disk $(LAB_VMS)
 
-lab-destroy: setup ## stop the lab VMs and delete their disks (the next make lab starts over)
-	@$(PY) -m infra.vm.image down $(LAB_VMS)
+lab-destroy: setup ## pulumi destroy of the lab (DepCon rolled back, cluster reset), then the VMs and disks go
+	@$(PY) -m infra.lab destroy
 
 test: setup ## the full suite: lint, unit, Go, kernel VM and integration tests
 	@$(MAKE) --no-print-directory lint

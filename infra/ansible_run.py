@@ -1,10 +1,10 @@
-"""Run an Ansible playbook as a Pulumi resource, through ansible-runner.
+"""Run an Ansible playbook through ansible-runner: the one runner every caller uses.
 
-This is how the Pulumi program drives the host layer: each playbook run is a
-resource whose inputs include a hash of every file the run reads (playbook,
-roles, versions.yml, inventory). ``pulumi up`` re-runs the playbook exactly
-when that hash changes, and leaves it alone otherwise, so a second ``up``
-with nothing changed does no host work at all.
+The Pulumi program's host resources (``program/playbook.py``), ``make lab``
+and the tests all run playbooks here, so every run gets the same interpreter,
+``ansible.cfg``, failure messages (host, task, message) and progress lines:
+one line on stderr as each task starts on a host, with the seconds since the
+run began.
 """
 
 from __future__ import annotations
@@ -15,12 +15,10 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 
 from infra.paths import repo_root
 
@@ -47,16 +45,6 @@ def inputs_hash(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
-@dataclass(frozen=True)
-class PlaybookArgs:
-    """Typed inputs of :class:`AnsiblePlaybook` (paths relative to the repo root)."""
-
-    playbook: str
-    inventory: str
-    extra_vars: dict[str, str]
-    inputs_hash: str
-
-
 _FAILURE_EVENTS = ("runner_item_on_failed", "runner_on_failed", "runner_on_unreachable")
 
 
@@ -73,8 +61,32 @@ def _tail(result: Any, lines: int = 15) -> str:
     return " | ".join(str(text).strip().splitlines()[-lines:])
 
 
-def run_playbook(playbook: str, inventory: str, extra_vars: dict[str, str]) -> dict[str, Any]:
-    """Run one playbook to completion; return its per-host stats or raise."""
+def _progress_line(event: dict[str, Any], started: float) -> str | None:
+    """What a person watching a long run wants to see of one ansible-runner event."""
+    data = event.get("event_data", {})
+    kind = event.get("event")
+    host = data.get("host") or data.get("remote_addr") or ""
+    at = f"+{time.monotonic() - started:5.0f}s"
+    if kind == "playbook_on_play_start":
+        return f"[ansible {at}] PLAY {data.get('play', '')}"
+    if kind == "runner_on_start":
+        return f"[ansible {at}] {host}: {data.get('task', '')}"
+    if kind in _FAILURE_EVENTS and not data.get("ignore_errors"):
+        msg = " ".join(str(data.get("res", {}).get("msg", "")).split())[:500]
+        return f"[ansible {at}] FAILED {host}: {data.get('task', '')}: {msg}"
+    return None
+
+
+def run_playbook(
+    playbook: str,
+    inventory: str,
+    extra_vars: dict[str, str],
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run one playbook to completion; return its per-host stats or raise.
+
+    ``progress`` gets a line as each task starts on a host, and on failures.
+    """
     import ansible_runner  # noqa: PLC0415 -- heavy; imported only where a run happens
 
     root = repo_root()
@@ -82,6 +94,14 @@ def run_playbook(playbook: str, inventory: str, extra_vars: dict[str, str]) -> d
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["ANSIBLE_CONFIG"] = str(root / "ansible.cfg")
+    started = time.monotonic()
+
+    def on_event(event: dict[str, Any]) -> bool:
+        line = _progress_line(event, started) if progress else None
+        if line and progress:
+            progress(line)
+        return True
+
     with tempfile.TemporaryDirectory(prefix="depcon-ansible-") as private:
         result = ansible_runner.run(
             private_data_dir=private,
@@ -91,6 +111,7 @@ def run_playbook(playbook: str, inventory: str, extra_vars: dict[str, str]) -> d
             extravars=extra_vars,
             envvars=env,
             quiet=True,
+            event_handler=on_event,
         )
         # Loop items fail one by one (runner_item_on_failed) under a task-level
         # "One or more items failed"; the item messages are the useful ones.
@@ -111,11 +132,15 @@ def run_playbook(playbook: str, inventory: str, extra_vars: dict[str, str]) -> d
             "ok": sum(stats.get("ok", {}).values()),
             "changed": sum(stats.get("changed", {}).values()),
             "hosts": sorted(stats.get("processed", {})),
+            "seconds": round(time.monotonic() - started),
         }
 
 
 def run_playbook_isolated(
-    playbook: str, inventory: str, extra_vars: dict[str, str]
+    playbook: str,
+    inventory: str,
+    extra_vars: dict[str, str],
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """:func:`run_playbook` in a fresh Python process (``python -m infra.ansible_run``).
 
@@ -123,20 +148,34 @@ def run_playbook_isolated(
     forks a pty for ansible-playbook, and gRPC's fork handlers in that child
     sometimes kill the run before it starts (seen in CI: rc None, "epoll_wait
     error: Bad file descriptor"). A child started with subprocess execs at
-    once, so the fork happens in a process without gRPC.
+    once, so the fork happens in a process without gRPC. Its progress lines
+    arrive on its stderr as they happen.
     """
-    proc = subprocess.run(
-        [sys.executable, "-m", "infra.ansible_run", playbook, inventory, json.dumps(extra_vars)],
+    argv = [sys.executable, "-m", "infra.ansible_run", playbook, inventory, json.dumps(extra_vars)]
+    last: list[str] = []
+    with subprocess.Popen(
+        argv,
         cwd=repo_root(),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        check=False,
-    )
+    ) as proc:
+        assert proc.stderr is not None and proc.stdout is not None
+        for raw in proc.stderr:
+            line = raw.rstrip("\n")
+            if line.startswith("[ansible ") and progress:
+                progress(line)
+            elif line.strip():
+                last = [line]
+        out = proc.stdout.read()
     if proc.returncode != 0:
-        msg = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
-        raise PlaybookError(msg[0])
-    stats: dict[str, Any] = json.loads(proc.stdout)
+        raise PlaybookError(last[0] if last else f"{playbook}: exit {proc.returncode}")
+    stats: dict[str, Any] = json.loads(out)
     return stats
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,50 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         print("EXTRA_VARS_JSON must be a JSON object of variable names to values", file=sys.stderr)
         return 2
     try:
-        stats = run_playbook(playbook, inventory, extra_vars)
+        stats = run_playbook(playbook, inventory, extra_vars, progress=_to_stderr)
     except PlaybookError as exc:
         print(" ".join(str(exc).split()), file=sys.stderr)
         return 1
     print(json.dumps(stats))
     return 0
-
-
-class _PlaybookProvider(ResourceProvider):
-    def _run(self, props: dict[str, Any]) -> dict[str, Any]:
-        stats = run_playbook_isolated(props["playbook"], props["inventory"], props["extra_vars"])
-        return {**props, "stats": stats}
-
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        out = self._run(props)
-        return CreateResult(
-            id_=hashlib.sha256(props["playbook"].encode()).hexdigest()[:16], outs=out
-        )
-
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        keys = ("playbook", "inventory", "extra_vars", "inputs_hash")
-        changed = [k for k in keys if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
-
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=self._run(news))
-
-
-class AnsiblePlaybook(Resource):
-    """One playbook run; re-runs when any input file changes."""
-
-    stats: pulumi.Output[dict[str, Any]]
-
-    def __init__(
-        self, name: str, args: PlaybookArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        props = {
-            "playbook": args.playbook,
-            "inventory": args.inventory,
-            "extra_vars": args.extra_vars,
-            "inputs_hash": args.inputs_hash,
-            "stats": None,
-        }
-        super().__init__(_PlaybookProvider(), name, props, opts)
 
 
 if __name__ == "__main__":

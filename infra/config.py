@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -347,19 +348,16 @@ class StackConfig:
     )
     slo_resource_name: str | None = field(default=None, metadata={"key": "depcon:sloResourceName"})
     lab_vm_memory_mib: int = field(default=2048, metadata={"key": "depcon:labVmMemoryMiB"})
-    # What `pulumi up` runs on the inventory, in order (infra/host_layer.py). The
-    # lab keeps the preflight only: make lab runs site.yml itself, task by task.
-    host_playbooks: list[str] = field(
-        default_factory=lambda: ["playbooks/preflight.yml"],
-        metadata={"key": "depcon:hostPlaybooks"},
+    # What `pulumi up` installs on the inventory's nodes: a kubeadm cluster and
+    # DepCon on it, DepCon on an existing kubeadm cluster, or nothing (the
+    # controller checks only).
+    install: Literal["cluster", "depcon", "none"] = field(
+        default="cluster", metadata={"key": "depcon:install"}
     )
+    # Run the verification workload after an install (program/verification.py).
+    verify: bool = field(default=True, metadata={"key": "depcon:verify"})
 
     def __post_init__(self) -> None:
-        for playbook in self.host_playbooks:
-            _check(
-                bool(_PLAYBOOK.match(playbook)),
-                f"depcon:hostPlaybooks entry {playbook!r} is not playbooks/<name>.yml",
-            )
         if self.slo_resource_name is not None:
             validate_extended_resource_name(self.slo_resource_name)
         _check(
@@ -369,7 +367,7 @@ class StackConfig:
 
 
 _INT_STACK_KEYS = ("depcon:labVmMemoryMiB",)
-_PLAYBOOK = re.compile(r"^playbooks/[a-z0-9_-]+\.yml$")
+_BOOL_STACK_KEYS = ("depcon:verify",)
 
 
 def load_stack(stack: str, root: Path | None = None) -> StackConfig:
@@ -387,6 +385,10 @@ def load_stack(stack: str, root: Path | None = None) -> StackConfig:
         value = ours.get(key)
         if isinstance(value, str) and value.isdigit():
             ours[key] = int(value)
+    for key in _BOOL_STACK_KEYS:
+        value = ours.get(key)
+        if isinstance(value, str) and value in ("true", "false"):
+            ours[key] = value == "true"
     return build(StackConfig, ours, path, "config")
 
 
@@ -402,6 +404,8 @@ class HostVars:
     depcon_slo_capacity_mbps: int | None = None
     # Local lab only: this host is a qemu VM make lab boots, its eth0 at this address/prefix.
     depcon_lab_vm_ip: str | None = None
+    # Local lab only: 127.0.0.1:<port> on the controller forwards to this VM's API server.
+    depcon_lab_api_port: int | None = None
     # verify.yml's netperf goal on this node (default: its SLO capacity, the promise).
     depcon_verify_netperf_mbps: int | None = None
 
@@ -422,6 +426,11 @@ class HostVars:
             except ValueError:
                 ok = False
             _check(ok, f"depcon_lab_vm_ip {self.depcon_lab_vm_ip!r} is not an IPv4 address/prefix")
+        if self.depcon_lab_api_port is not None:
+            _check(
+                1024 <= self.depcon_lab_api_port <= 65535,
+                f"depcon_lab_api_port must be 1024-65535, got {self.depcon_lab_api_port}",
+            )
 
 
 @dataclass(frozen=True)
@@ -433,6 +442,7 @@ class Node:
     slo_capacity_mbps: int | None
     ssh_port: int = 22
     lab_vm_ip: str | None = None
+    lab_api_port: int | None = None
 
 
 CONTROL_PLANE_GROUP = "kube_control_plane"
@@ -511,6 +521,7 @@ def load_inventory(path: Path, versions: Versions | None = None) -> list[Node]:
                 slo_capacity_mbps=hv.depcon_slo_capacity_mbps,
                 ssh_port=_port(hvars.get("ansible_port", 22), path, hpath),
                 lab_vm_ip=hv.depcon_lab_vm_ip,
+                lab_api_port=hv.depcon_lab_api_port,
             )
         )
     if not any(n.role == "control-plane" for n in nodes):
@@ -539,17 +550,49 @@ class ProjectConfig:
         """The stack's override, else the pinned default."""
         return self.stack.slo_resource_name or self.versions.slo.resource_name
 
+    @property
+    def inventory(self) -> str:
+        """The inventory as the playbook runs take it: relative to the checkout if inside it."""
+        root = repo_root()
+        path = self.inventory_path
+        return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+    @property
+    def scheduler_profile(self) -> str:
+        """The schedulerName that reaches the DepCon profile's placement by default."""
+        return (
+            "depcon-scheduler"
+            if self.stack.scheduler_mode == "second-profile"
+            else ("default-scheduler")
+        )
+
+    def api_endpoint(self) -> str | None:
+        """Where the controller reaches the API server, if not at kubeadm's address."""
+        cp = next(n for n in self.nodes if n.role == "control-plane")
+        return f"https://127.0.0.1:{cp.lab_api_port}" if cp.lab_api_port else None
+
+    def node_summary(self) -> dict[str, dict[str, object]]:
+        return {
+            n.name: {"role": n.role, "sloCapacityMbps": n.slo_capacity_mbps or "link speed"}
+            for n in self.nodes
+        }
+
+    def ansible_vars(self) -> dict[str, str]:
+        """The stack settings as the Ansible variables the roles read: the one mapping.
+
+        The Pulumi program passes these as extra vars to every playbook it
+        runs; anyone running the playbooks by hand passes the same with -e
+        (``python -m infra.config ansible-vars``).
+        """
+        return {
+            "depcon_scheduler_mode": self.stack.scheduler_mode,
+            "depcon_slo_resource_name": self.slo_resource_name,
+        }
+
 
 def load_project(stack: str, root: Path | None = None) -> ProjectConfig:
     root = root or repo_root()
     stack_cfg = load_stack(stack, root)
-    for playbook in stack_cfg.host_playbooks:
-        if not (root / playbook).is_file():
-            raise ConfigError(
-                root / f"Pulumi.{stack}.yaml",
-                "config.depcon:hostPlaybooks",
-                f"{playbook} does not exist",
-            )
     versions = load_versions(root / "versions.yml")
     inventory_path = (root / stack_cfg.inventory).resolve()
     nodes = load_inventory(inventory_path, versions)
@@ -569,12 +612,19 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="validate versions, stack file and inventory")
     check.add_argument("--stack", default="lab")
+    avars = sub.add_parser(
+        "ansible-vars", help="the stack's settings as Ansible extra vars (JSON, for -e @file)"
+    )
+    avars.add_argument("--stack", default="lab")
     args = parser.parse_args(argv)
     try:
         cfg = load_project(args.stack)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "ansible-vars":
+        print(json.dumps(cfg.ansible_vars(), indent=2))
+        return 0
     v = cfg.versions
     print(f"stack {cfg.stack_name}: inventory {cfg.inventory_path}")
     print(
@@ -583,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"  SLO resource {cfg.slo_resource_name} ({v.slo.unit}), "
-        f"scheduler mode {cfg.stack.scheduler_mode}"
+        f"scheduler mode {cfg.stack.scheduler_mode}, installs {cfg.stack.install}"
     )
     for n in cfg.nodes:
         cap = f"{n.slo_capacity_mbps} Mbps (override)" if n.slo_capacity_mbps else "link speed"

@@ -11,7 +11,7 @@ lets the pinned kube-scheduler load the result as it would at start-up.
 
 Command line::
 
-    python -m infra.scheduler render --mode profile|default [--check]
+    python -m infra.scheduler render --mode second-profile|default-profile [--check]
 
 docs/scheduler.md explains the modes and each plugin choice.
 """
@@ -56,7 +56,7 @@ MAX_PLUGIN_WEIGHT = 100
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _SECONDS = re.compile(r"^[0-9]+s$")  # whole seconds, as the role documents them
 
-Mode = Literal["profile", "default"]
+Mode = Literal["second-profile", "default-profile"]
 
 
 class SchedulerConfigError(ValueError):
@@ -88,7 +88,7 @@ class SchedulerSettings:
     """Everything the template takes; field ``x`` is variable ``depcon_scheduler_x``."""
 
     slo_resource: str
-    mode: Mode = "profile"
+    mode: Mode = "second-profile"
     kubeconfig: str = "/etc/kubernetes/scheduler.conf"
     profile_name: str = "depcon-scheduler"
     cpu_weight: int = 10
@@ -108,11 +108,11 @@ class SchedulerSettings:
 
     def validate(self) -> None:
         """Raise :class:`SchedulerConfigError` naming the first bad variable."""
-        if self.mode not in ("profile", "default"):
+        if self.mode not in ("second-profile", "default-profile"):
             raise SchedulerConfigError(
                 PREFIX + "mode",
-                f"{self.mode!r} is not a mode: 'profile' (a second profile beside "
-                "default-scheduler) or 'default' (DepCon is default-scheduler)",
+                f"{self.mode!r} is not a mode: 'second-profile' (a second profile beside "
+                "default-scheduler) or 'default-profile' (DepCon is default-scheduler)",
             )
         try:
             validate_extended_resource_name(self.slo_resource)
@@ -130,7 +130,7 @@ class SchedulerSettings:
         if self.profile_name == STOCK_PROFILE:
             raise SchedulerConfigError(
                 PREFIX + "profile_name",
-                f"must differ from {STOCK_PROFILE!r} (use mode 'default' to replace it)",
+                f"must differ from {STOCK_PROFILE!r} (use mode 'default-profile' to replace it)",
             )
         if not (isinstance(self.kubeconfig, str) and self.kubeconfig.startswith("/")):
             raise SchedulerConfigError(
@@ -302,7 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("render", help="print the KubeSchedulerConfiguration")
-    r.add_argument("--mode", choices=("profile", "default"), default="profile")
+    r.add_argument(
+        "--mode", choices=("second-profile", "default-profile"), default="second-profile"
+    )
     r.add_argument("--slo-resource", help="default: versions.yml slo.resource_name")
     r.add_argument("--kubeconfig", default=SchedulerSettings.kubeconfig)
     r.add_argument(

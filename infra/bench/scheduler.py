@@ -279,7 +279,7 @@ def placement_quality(
 def _config(cp: ControlPlane) -> str:
     text = render(
         SchedulerSettings.from_versions(
-            mode="profile", kubeconfig=str(cp.scheduler_kubeconfig), leader_elect=False
+            mode="second-profile", kubeconfig=str(cp.scheduler_kubeconfig), leader_elect=False
         )
     )
     doc = yaml.safe_load(text)

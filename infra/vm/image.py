@@ -487,6 +487,7 @@ def up(
     cluster_ip: str,
     image: Image | None = None,
     segment: int = LAB_SEGMENT,
+    forwards: Sequence[tuple[int, int]] = (),
     mem_mb: int = 2560,
     smp: int = 2,
     timeout: float = 900.0,
@@ -527,7 +528,10 @@ def up(
             "qemu-img create",
         )
         (state / "image").write_text(image.path.name + "\n")
-    cmd = qemu_command(inst, image, segment=segment, mem_mb=mem_mb, smp=smp)
+    for host_port, _ in forwards:
+        if not _port_free(host_port):
+            raise ImageError(f"127.0.0.1:{host_port} is in use: VM {name} forwards it")
+    cmd = qemu_command(inst, image, segment=segment, forwards=forwards, mem_mb=mem_mb, smp=smp)
     try:
         network.check_command(cmd)
     except network.NetworkError as exc:
@@ -552,7 +556,15 @@ def up(
     )
 
 
-def qemu_command(inst: Instance, image: Image, *, segment: int, mem_mb: int, smp: int) -> list[str]:
+def qemu_command(
+    inst: Instance,
+    image: Image,
+    *,
+    segment: int,
+    mem_mb: int,
+    smp: int,
+    forwards: Sequence[tuple[int, int]] = (),
+) -> list[str]:
     """The qemu command line of a lab or molecule VM (its NICs from ``infra.vm.network``)."""
     # A stable per-name MAC and UUID (kubeadm wants unique product_uuid and MACs).
     tag = hashlib.sha256(inst.name.encode()).hexdigest()
@@ -574,7 +586,9 @@ def qemu_command(inst: Instance, image: Image, *, segment: int, mem_mb: int, smp
         cmdline,
         "-drive",
         f"file={inst.state_dir / 'overlay.qcow2'},if=virtio,format=qcow2,cache=unsafe",
-        *network.qemu_network_args(segment=segment, ssh_port=inst.ssh_port, mac_prefix=mac),
+        *network.qemu_network_args(
+            segment=segment, ssh_port=inst.ssh_port, mac_prefix=mac, forwards=forwards
+        ),
         "-device",
         "virtio-rng-pci",
         "-serial",
@@ -619,6 +633,7 @@ def ensure_up(
     image: Image,
     mem_mb: int,
     segment: int = LAB_SEGMENT,
+    forwards: Sequence[tuple[int, int]] = (),
 ) -> tuple[Instance, float | None]:
     """VM ``name`` running and answering SSH: reused if it already is, else booted on its disk.
 
@@ -636,6 +651,7 @@ def ensure_up(
             cluster_ip=cluster_ip,
             image=image,
             segment=segment,
+            forwards=forwards,
             mem_mb=mem_mb,
             fresh=False,
         )

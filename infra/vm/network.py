@@ -55,16 +55,23 @@ def segment_port(segment: int) -> int:
     return segment
 
 
-def qemu_network_args(*, segment: int, ssh_port: int, mac_prefix: str) -> list[str]:
-    """The ``-netdev``/``-device`` arguments of a lab or molecule VM."""
+def qemu_network_args(
+    *, segment: int, ssh_port: int, mac_prefix: str, forwards: Sequence[tuple[int, int]] = ()
+) -> list[str]:
+    """The ``-netdev``/``-device`` arguments of a lab or molecule VM.
+
+    ``forwards``: more (controller port, guest port) pairs on 127.0.0.1, e.g. the
+    lab control plane's API server.
+    """
     port = segment_port(segment)
+    fwds = "".join(f",hostfwd=tcp:{LOOPBACK}:{h}-:{g}" for h, g in ((ssh_port, 22), *forwards))
     return [
         "-netdev",
         f"socket,id=cluster,mcast={GROUP}:{port},localaddr={LOOPBACK}",
         "-device",
         f"virtio-net-pci,netdev=cluster,mac={mac_prefix}:01,addr=0x3",
         "-netdev",
-        f"user,id=mgmt,restrict=on,ipv6=off,net={MGMT_NET},hostfwd=tcp:{LOOPBACK}:{ssh_port}-:22",
+        f"user,id=mgmt,restrict=on,ipv6=off,net={MGMT_NET}{fwds}",
         "-device",
         f"virtio-net-pci,netdev=mgmt,mac={mac_prefix}:02,addr=0x4",
     ]

@@ -296,7 +296,7 @@ def test_mode_profile_places_default_pods_as_stock_kube_scheduler(cp: ControlPla
     stock.stop()
     _wait_no_pods(cp)
 
-    depcon = start_depcon(cp, mode="profile")
+    depcon = start_depcon(cp, mode="second-profile")
     with_depcon = _run_workload(cp, "with-depcon", None)
     _wait_no_pods(cp)
     depcon_profile = _run_workload(cp, "depcon", "depcon-scheduler")
@@ -319,7 +319,7 @@ def test_mode_default_depcon_places_every_pod(cp: ControlPlane) -> None:
     add_node(api, "free", cpu="16", memory="64Gi", extended={SLO: "1000"})
     create(core, pod("load-busy", cpu="8", node="busy"))
     create(core, pod("load-free", cpu="4", node="free"))
-    start_depcon(cp, mode="default")
+    start_depcon(cp, mode="default-profile")
     assert place(core, pod("slo-default", cpu="1", slo=600)) == "free"
     assert place(core, pod("slo-alias", cpu="1", slo=500, scheduler="depcon-scheduler")) == "busy"
     assert place(core, pod("plain", cpu="1")) == "idle-no-slo"

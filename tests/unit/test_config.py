@@ -102,9 +102,9 @@ def test_versions_file_not_yaml(scratch: Path) -> None:
         ("depcon:labVmMemoryMiB", "2048MiB", "must be an integer"),
         ("depcon:labVmMemoryMiB", "-1", "must be an integer"),
         ("depcon:labVmMemoryMiB", 64, "512-16384"),
-        ("depcon:hostPlaybooks", "playbooks/site.yml", "must be a list"),
-        ("depcon:hostPlaybooks", ["/etc/passwd"], "is not playbooks/<name>.yml"),
-        ("depcon:hostPlaybooks", ["playbooks/../x.yml"], "is not playbooks/<name>.yml"),
+        ("depcon:install", "everything", "one of"),
+        ("depcon:verify", "perhaps", "must be true or false"),
+        ("depcon:hostPlaybooks", ["playbooks/site.yml"], "unknown key"),
     ],
 )
 def test_bad_stack_file(scratch: Path, key: str, value: object, problem: str) -> None:
@@ -129,20 +129,34 @@ def test_pulumi_string_numbers_are_integers(scratch: Path) -> None:
     assert load_stack("lab", scratch).lab_vm_memory_mib == 4096
 
 
-def test_host_playbooks(scratch: Path) -> None:
-    assert load_project("lab", scratch).stack.host_playbooks == ["playbooks/preflight.yml"]
-    both = ["playbooks/preflight.yml", "playbooks/site.yml"]
-    edit(scratch / "Pulumi.lab.yaml", lambda d: d["config"].update({"depcon:hostPlaybooks": both}))
-    assert load_project("lab", scratch).stack.host_playbooks == both
-
-
-def test_missing_host_playbook(scratch: Path) -> None:
+def test_install_and_verify(scratch: Path) -> None:
+    stack = load_project("lab", scratch).stack
+    assert (stack.install, stack.verify) == ("cluster", True)
     edit(
         scratch / "Pulumi.lab.yaml",
-        lambda d: d["config"].update({"depcon:hostPlaybooks": ["playbooks/nope.yml"]}),
+        lambda d: d["config"].update({"depcon:install": "depcon", "depcon:verify": "false"}),
     )
-    with pytest.raises(ConfigError, match=r"hostPlaybooks: playbooks/nope.yml does not exist"):
-        load_project("lab", scratch)
+    stack = load_project("lab", scratch).stack
+    assert (stack.install, stack.verify) == ("depcon", False)
+
+
+def test_stack_settings_reach_ansible_as_one_mapping(scratch: Path) -> None:
+    assert load_project("lab", scratch).ansible_vars() == {
+        "depcon_scheduler_mode": "second-profile",
+        "depcon_slo_resource_name": "example.com/SLO",
+    }
+    edit(
+        scratch / "Pulumi.lab.yaml",
+        lambda d: d["config"].update(
+            {"depcon:schedulerMode": "default-profile", "depcon:sloResourceName": "lab.io/net"}
+        ),
+    )
+    cfg = load_project("lab", scratch)
+    assert cfg.ansible_vars() == {
+        "depcon_scheduler_mode": "default-profile",
+        "depcon_slo_resource_name": "lab.io/net",
+    }
+    assert cfg.scheduler_profile == "default-scheduler"
 
 
 def test_missing_stack_file(scratch: Path) -> None:

@@ -47,7 +47,7 @@ def _assert_depcon(profile: dict[str, Any]) -> None:
 
 
 def test_mode_profile_adds_depcon_beside_an_untouched_default() -> None:
-    doc = _doc(mode="profile")
+    doc = _doc(mode="second-profile")
     assert doc["apiVersion"] == "kubescheduler.config.k8s.io/v1"
     assert doc["kind"] == "KubeSchedulerConfiguration"
     assert doc["clientConnection"] == {"kubeconfig": "/etc/kubernetes/scheduler.conf"}
@@ -64,7 +64,7 @@ def test_mode_profile_adds_depcon_beside_an_untouched_default() -> None:
 
 
 def test_mode_default_makes_depcon_the_default_and_keeps_the_alias() -> None:
-    profiles = _profiles(_doc(mode="default"))
+    profiles = _profiles(_doc(mode="default-profile"))
     assert list(profiles) == ["default-scheduler", "depcon-scheduler"]
     for profile in profiles.values():
         _assert_depcon(profile)
@@ -97,7 +97,7 @@ def test_slo_resource_defaults_to_the_pin() -> None:
     assert settings.slo_resource in render(settings)
 
 
-@pytest.mark.parametrize("mode", ["profile", "default"])
+@pytest.mark.parametrize("mode", ["second-profile", "default-profile"])
 def test_same_document_with_and_without_trim_blocks(mode: str) -> None:
     # Ansible's template module renders with trim_blocks=True; plain jinja2 defaults to False.
     settings = SchedulerSettings.from_versions(mode=mode)
@@ -170,7 +170,7 @@ def test_bad_settings_name_the_variable(overrides: dict[str, Any], key: str, fra
 
 
 def test_cli_renders_each_mode(capsys: pytest.CaptureFixture[str]) -> None:
-    for mode in ("profile", "default"):
+    for mode in ("second-profile", "default-profile"):
         assert scheduler.main(["render", "--mode", mode]) == 0
         doc = yaml.safe_load(capsys.readouterr().out)
         assert f"mode {mode}" in render(SchedulerSettings.from_versions(mode=mode))

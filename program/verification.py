@@ -1,0 +1,123 @@
+"""The verification workload: DepCon's probe pods as Kubernetes resources, checked on the hosts.
+
+The pods come from ``playbooks/templates/verify-probe.yaml.j2``, the one
+definition ``verify.yml`` also applies: one SLO pod that fits a node and one
+that fits none, both for the DepCon profile. ``verify.yml`` then checks what
+only the hosts can show (vif loaded, the patched kubelet, the pod's container
+in a vif slot with its goal, the other pod Pending for the SLO resource) and
+writes the report. It runs again whenever the hosts were provisioned again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pulumi
+import pulumi_kubernetes as k8s
+import yaml
+
+from infra.ansible_run import inputs_hash
+from infra.paths import repo_root
+from program.playbook import HostPlaybook, PlaybookArgs
+
+TEMPLATE = "playbooks/templates/verify-probe.yaml.j2"
+SERVICE_ACCOUNT = "depcon-verify"
+# verify.yml's own probe settings; the program passes the same to it.
+PROBE_MBPS = 100
+VERIFY_INPUTS = ("playbooks/verify.yml", "playbooks/templates", "playbooks/tasks")
+
+
+def render_probe(namespace: str, resource: str) -> list[dict[str, Any]]:
+    """The probe pods, rendered from the template verify.yml applies."""
+    root = repo_root()
+    versions = yaml.safe_load((root / "versions.yml").read_text())
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(root), undefined=jinja2.StrictUndefined, autoescape=False
+    )
+    text = env.get_template(TEMPLATE).render(
+        verify_probe_mbps=PROBE_MBPS,
+        verify_too_big_mbps=versions["slo"]["max_mbps"] + 1,
+        verify_namespace=namespace,
+        verify_resource=resource,
+        verify_scheduler_name="depcon-scheduler",
+        verify_service_account=SERVICE_ACCOUNT,
+        depcon_versions=versions,
+    )
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+@dataclass(frozen=True)
+class VerificationArgs:
+    """Typed inputs of :class:`Verification`."""
+
+    inventory: str
+    extra_vars: dict[str, str]
+    namespace: pulumi.Input[str]
+    slo_resource: str
+    trigger: pulumi.Input[str]  # the host runs' ids: verify again after each provisioning
+    report: str  # where verify.yml writes its JSON report on the controller
+
+
+class Verification(pulumi.ComponentResource):
+    """The probe pods, then verify.yml on the hosts; outputs the verdict and the report."""
+
+    verdict: pulumi.Output[str]
+    report: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        args: VerificationArgs,
+        provider: k8s.Provider,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("depcon:verify:Workload", name, None, opts)
+        on_api = pulumi.ResourceOptions(parent=self, provider=provider)
+        account = k8s.core.v1.ServiceAccount(
+            f"{name}-account",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=SERVICE_ACCOUNT, namespace=args.namespace),
+            automount_service_account_token=False,
+            opts=on_api,
+        )
+        pods = []
+        for doc in render_probe("depcon-system", args.slo_resource):
+            meta = doc["metadata"]
+            pods.append(
+                k8s.core.v1.Pod(
+                    f"{name}-{meta['name']}",
+                    metadata=k8s.meta.v1.ObjectMetaArgs(
+                        name=meta["name"],
+                        namespace=args.namespace,
+                        labels=meta["labels"],
+                        annotations=meta["annotations"],
+                    ),
+                    spec=doc["spec"],
+                    opts=pulumi.ResourceOptions.merge(
+                        on_api, pulumi.ResourceOptions(depends_on=[account])
+                    ),
+                )
+            )
+        files = inputs_hash([repo_root() / p for p in VERIFY_INPUTS])
+        check = HostPlaybook(
+            f"{name}-check",
+            PlaybookArgs(
+                playbook="playbooks/verify.yml",
+                inventory=args.inventory,
+                extra_vars={
+                    **args.extra_vars,
+                    "verify_probe_managed": "true",
+                    "verify_report": str(Path(args.report).resolve()),
+                },
+                inputs_hash=pulumi.Output.from_input(args.trigger).apply(
+                    lambda t: hashlib.sha256(f"{files}{t}".encode()).hexdigest()
+                ),
+            ),
+            pulumi.ResourceOptions(parent=self, depends_on=pods),
+        )
+        self.verdict = check.stats.apply(lambda s: "passed" if s else "not run")
+        self.report = pulumi.Output.from_input(args.report)
+        self.register_outputs({"verdict": self.verdict, "report": self.report})

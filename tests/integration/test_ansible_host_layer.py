@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -16,7 +17,6 @@ from typing import Any
 import pytest
 import yaml
 
-from infra import lab
 from infra.ansible_run import PlaybookError, run_playbook, run_playbook_isolated
 from infra.config import load_versions
 
@@ -107,38 +107,91 @@ def _lab_playbook(tmp_path: Path, tasks: list[dict[str, object]]) -> Path:
     return path
 
 
-def test_lab_playbook_shows_tasks_and_returns_the_recap(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """make lab's runner (infra/lab.py) with the real ansible-playbook on the lab inventory."""
-    monkeypatch.setattr(lab, "cache_dir", lambda: tmp_path)
-    monkeypatch.setattr(lab, "_lab_key", lambda: "/nonexistent-key")  # localhost needs none
-    monkeypatch.setattr(lab, "_bundle_dir", lambda: tmp_path / "bundle")
-    monkeypatch.delenv("DEPCON_BUNDLE_DIR", raising=False)
-    # inventory/lab reads both from the environment instead of running Python per task.
-    probe = "{{ lookup('env', 'DEPCON_LAB_SSH_KEY') }} {{ depcon_bundle_dir }}"
-    play = _lab_playbook(tmp_path, [{"name": "say hello", "ansible.builtin.debug": {"msg": probe}}])
-    ctx = lab.LabContext(stack="lab", env=dict(os.environ))
-    recap = lab._playbook(ctx, str(play), "probe.log")
-    assert recap.startswith("localhost : ok=1 changed=0 unreachable=0 failed=0")
-    assert "TASK [say hello]" in capsys.readouterr().out
-    log = (tmp_path / "lab" / "probe.log").read_text()
-    assert "ok: [localhost]" in log
-    assert f"/nonexistent-key {tmp_path / 'bundle'}" in log
+def test_runs_show_each_task_as_it_starts(tmp_path: Path, root: Path) -> None:
+    """What `pulumi up` and make lab show during a long run: host and task, as they start."""
+    play = _lab_playbook(
+        tmp_path,
+        [
+            {"name": "say hello", "ansible.builtin.debug": {"msg": "hi"}},
+            {"name": "say bye", "ansible.builtin.debug": {"msg": "bye"}},
+        ],
+    )
+    lines: list[str] = []
+    stats = run_playbook(str(play), "inventory/lab/hosts.yml", {}, progress=lines.append)
+    assert stats["ok"] == 2
+    started = [ln for ln in lines if re.match(r"\[ansible \+\s*\d+s\] localhost: ", ln)]
+    assert [ln.split(": ", 1)[1] for ln in started] == ["say hello", "say bye"]
+    # The isolated run (the Pulumi provider's path) relays the same lines.
+    relayed: list[str] = []
+    run_playbook_isolated(str(play), "inventory/lab/hosts.yml", {}, progress=relayed.append)
+    assert [ln.split("] ", 1)[1] for ln in relayed] == [ln.split("] ", 1)[1] for ln in lines]
 
 
-def test_lab_playbook_failure_names_the_log(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(lab, "cache_dir", lambda: tmp_path)
-    monkeypatch.setattr(lab, "_lab_key", lambda: "/nonexistent-key")
-    monkeypatch.setattr(lab, "_bundle_dir", lambda: tmp_path / "bundle")
+def test_a_failure_names_the_host_the_task_and_the_message(tmp_path: Path) -> None:
     play = _lab_playbook(tmp_path, [{"name": "break", "ansible.builtin.fail": {"msg": "no disk"}}])
-    ctx = lab.LabContext(stack="lab", env=dict(os.environ))
-    with pytest.raises(lab.StageError) as err:
-        lab._playbook(ctx, str(play), "probe.log")
-    assert f"log {tmp_path / 'lab' / 'probe.log'}" in str(err.value)
-    assert "no disk" in str(err.value)
+    lines: list[str] = []
+    with pytest.raises(PlaybookError, match=r"localhost: break: no disk"):
+        run_playbook(str(play), "inventory/lab/hosts.yml", {}, progress=lines.append)
+    assert any(re.search(r"FAILED localhost: break: no disk", ln) for ln in lines)
+
+
+def test_stack_settings_reach_the_roles(root: Path, tmp_path: Path) -> None:
+    """The one mapping's variables set what the kubelet, scheduler and registrar roles use."""
+    dump = tmp_path / "seen.json"
+    names = [
+        "depcon_kubelet_slo_resource",
+        "depcon_scheduler_slo_resource",
+        "depcon_scheduler_mode",
+        "slo_capacity_resource_name",
+    ]
+    tasks: list[dict[str, object]] = [
+        {
+            "name": f"Read the defaults of {role}",
+            "ansible.builtin.include_vars": {"file": str(root / f"roles/{role}/defaults/main.yml")},
+        }
+        for role in ("depcon_kubelet", "depcon_scheduler", "slo_capacity")
+    ]
+    tasks.append(
+        {
+            "name": "Write them",
+            "ansible.builtin.copy": {
+                "content": "{{ {" + ", ".join(f"'{n}': {n}" for n in names) + "} | to_json }}",
+                "dest": str(dump),
+                "mode": "0600",
+            },
+        }
+    )
+    book = root / "playbooks" / ".settings-test.yml"
+    book.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "Role defaults under the stack's settings",
+                    "hosts": "controller",
+                    "gather_facts": False,
+                    "roles": ["depcon_versions"],
+                    "tasks": tasks,
+                }
+            ]
+        )
+    )
+    settings = {
+        "depcon_scheduler_mode": "default-profile",
+        "depcon_slo_resource_name": "lab.example.org/net",
+    }
+    try:
+        run_playbook(str(book.relative_to(root)), "inventory/lab/hosts.yml", settings)
+        assert json.loads(dump.read_text()) == {
+            "depcon_kubelet_slo_resource": "lab.example.org/net",
+            "depcon_scheduler_slo_resource": "lab.example.org/net",
+            "depcon_scheduler_mode": "default-profile",
+            "slo_capacity_resource_name": "lab.example.org/net",
+        }
+        run_playbook(str(book.relative_to(root)), "inventory/lab/hosts.yml", {})
+        assert json.loads(dump.read_text())["slo_capacity_resource_name"] == "example.com/SLO"
+        assert json.loads(dump.read_text())["depcon_scheduler_mode"] == "second-profile"
+    finally:
+        book.unlink()
 
 
 def _role_book(root: Path, role: str, role_vars: dict[str, Any], report: str) -> Path:

@@ -278,3 +278,12 @@ def test_one_mbps_bound_for_inventory_module_and_kubelet(root: Path) -> None:
     spec = (root / "kubelet_patch/depcon/spec.go").read_text()
     assert re.search(rf"#define VIF_GOAL_MAX\s+{bound}\b", header)
     assert re.search(rf"MaxGoalMbps\s*=\s*{bound}\b", spec)
+
+
+def test_host_key_checking_is_off_for_the_lab_only(root: Path) -> None:
+    """Users' inventories run from this checkout keep OpenSSH's host key checks."""
+    assert "host_key_checking" not in (root / "ansible.cfg").read_text()
+    lab = yaml.safe_load((root / "inventory/lab/group_vars/all.yml").read_text())
+    assert lab["ansible_host_key_checking"] is False
+    sample = (root / "inventory/sample/hosts.yml").read_text()
+    assert "host_key_checking" not in sample

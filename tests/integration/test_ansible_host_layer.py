@@ -503,11 +503,34 @@ def test_delegated_tasks_run_on_the_projects_python(
     assert json.loads(seen.read_text()) == {"exists": True}
 
 
-def test_inventory_checks_pass_on_the_lab_without_touching_a_node() -> None:
-    # The lab's VMs need not run: the checks connect to no node.
-    stats = run_playbook("playbooks/checks.yml", "inventory/lab/hosts.yml", {})
-    assert sorted(stats["hosts"]) == ["lab-cp1", "lab-w1"]
+def _node_inventory(tmp_path: Path, nodes: dict[str, dict[str, Any]]) -> Path:
+    """Nodes that are this machine (connection local, the project's Python)."""
+    py = {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}
+    nodes = {name: py | hv for name, hv in nodes.items()}
+    inv = tmp_path / "hosts.yml"
+    inv.write_text(yaml.safe_dump({"all": {"children": {"kube_control_plane": {"hosts": nodes}}}}))
+    return inv
+
+
+def test_inventory_checks_pass_and_change_nothing(tmp_path: Path) -> None:
+    node = {"ansible_connection": "local", "depcon_node_interface": "eth0"}
+    inv = _node_inventory(tmp_path, {"cp9": node | {"depcon_slo_capacity_mbps": 1000}})
+    stats = run_playbook("playbooks/checks.yml", str(inv), {})
+    assert stats["hosts"] == ["cp9"]
     assert stats["changed"] == 0
+
+
+def test_an_unreachable_node_stops_the_run_before_any_change(tmp_path: Path) -> None:
+    # Port 1 on loopback: refused at once, nothing leaves this machine.
+    inv = _node_inventory(
+        tmp_path,
+        {
+            "cp9": {"ansible_connection": "local", "depcon_node_interface": "eth0"},
+            "w9": {"ansible_host": "127.0.0.1", "ansible_port": 1, "depcon_node_interface": "eth0"},
+        },
+    )
+    with pytest.raises(PlaybookError, match=r"w9: Reach the node"):
+        run_playbook("playbooks/checks.yml", str(inv), {})
 
 
 @pytest.mark.parametrize(

@@ -552,3 +552,41 @@ def test_inventory_checks_refuse_bad_values_before_any_change(
     )
     with pytest.raises(PlaybookError, match=f"cp9: .*{problem}"):
         run_playbook("playbooks/checks.yml", str(inv), {})
+
+
+def test_depcon_kubelet_never_backs_up_its_own_kubelet(root: Path, tmp_path: Path) -> None:
+    """A node whose kubelet is already DepCon's, with no stock backup, is refused unchanged."""
+    kubelet = tmp_path / "kubelet"
+    kubelet.write_text("#!/bin/sh\necho 'Kubernetes v1.36.5+depcon'\n")
+    kubelet.chmod(0o755)
+    bundle = tmp_path / "bundle"
+    (bundle / "depcon").mkdir(parents=True)
+    (bundle / "depcon" / "kubelet").write_bytes(b"not this one")
+    (bundle / "SHA256SUMS").write_text("0" * 64 + "  depcon/kubelet\n")
+    backup = tmp_path / "backup"
+    book = _role_book(
+        root,
+        "depcon_kubelet",
+        {
+            "depcon_kubelet_path": str(kubelet),
+            "depcon_kubelet_bundle_dir": str(bundle),
+            "depcon_kubelet_backup_dir": str(backup),
+            "depcon_kubelet_restart": False,
+            "depcon_versions": {
+                "kubernetes": {"version": "v1.36.5"},
+                "slo": {"resource_name": "example.com/SLO"},
+            },
+        },
+        "done",
+    )
+    try:
+        with pytest.raises(PlaybookError, match=r"is already DepCon's kubelet"):
+            run_playbook(
+                str(book.relative_to(root)),
+                "inventory/lab/hosts.yml",
+                {"report": str(tmp_path / "r")},
+            )
+    finally:
+        book.unlink()
+    assert not backup.exists()
+    assert kubelet.read_text().startswith("#!/bin/sh")

@@ -19,7 +19,7 @@ SHELL_SCRIPTS := scripts/setup .ci/run
 YAML_DIRS := roles playbooks inventory molecule versions.yml Pulumi.yaml Pulumi.lab.yaml Pulumi.controller.yaml .yamllint .ansible-lint
 BENCHES := $(patsubst infra/bench/%.py,bench-%,$(filter-out infra/bench/__init__.py,$(wildcard infra/bench/*.py)))
 
-.PHONY: help setup lab test lint test-unit test-go test-kernel test-integration test-molecule bench engine lock
+.PHONY: help setup lab lab-smoke lab-down lab-destroy test lint test-unit test-go test-kernel test-integration test-molecule bench engine lock
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
@@ -32,6 +32,9 @@ lab: setup ## the main job: bring up the local lab and verify it; prints a stage
 
 # The lab VMs (inventory/lab) keep running after make lab, as a lab does.
 LAB_VMS = lab-cp1 lab-w1
+
+lab-smoke: setup ## the cluster smoke: make lab, then the way back in two steps with the rollback checked between; reports/lab-smoke.json
+	@$(PY) -m infra.lab smoke
 
 lab-down: setup ## stop the lab VMs, keeping their disks (make lab resumes the cluster)
 	@$(PY) -m infra.vm.image down --keep-disk $(LAB_VMS)

@@ -13,6 +13,12 @@ result (exit 0 only when every stage passed):
 
 ``python -m infra.lab destroy`` is ``make lab-destroy``: ``pulumi destroy``
 (DepCon rolled back, then the cluster reset) and then the VMs go.
+
+``python -m infra.lab smoke`` (``make lab-smoke``, CI's cluster smoke): the
+stages above, then the way back in two steps with a check between: DepCon's
+resources destroyed (rollback.yml), playbooks/rolled_back.yml on the nodes,
+the rest destroyed (reset.yml), the VMs gone. It writes reports/lab-smoke.json:
+each phase with its time and result, the commit, the stack outputs.
 """
 
 from __future__ import annotations
@@ -203,6 +209,94 @@ def stages() -> list[Stage]:
     ]
 
 
+def _depcon_urn(ctx: LabContext) -> str:
+    state = json.loads(_sh(ctx, "pulumi", "stack", "export", "--stack", ctx.stack))
+    for res in state.get("deployment", {}).get("resources", []):
+        if res["urn"].endswith("::depcon-run"):
+            return str(res["urn"])
+    raise StageError("the stack holds no DepCon resource (depcon-run): nothing to roll back")
+
+
+def stage_rollback(ctx: LabContext) -> str:
+    """DepCon's resources and what depends on them destroyed: rollback.yml runs."""
+    _pulumi_env(ctx)
+    urn = _depcon_urn(ctx)
+    _sh(
+        ctx,
+        "pulumi",
+        "destroy",
+        "--yes",
+        "--non-interactive",
+        "--stack",
+        ctx.stack,
+        "--target",
+        urn,
+        "--target-dependents",
+        echo=True,
+    )
+    return "DepCon rolled back"
+
+
+def stage_rolled_back(ctx: LabContext) -> str:
+    """playbooks/rolled_back.yml: every node as before DepCon, the stock scheduler."""
+    from infra.ansible_run import PlaybookError, run_playbook  # noqa: PLC0415
+
+    started = time.monotonic()
+
+    def show(line: str) -> None:
+        print(f"[lab] +{time.monotonic() - started:5.0f}s {line}", flush=True)
+
+    os.environ.update({k: v for k, v in ctx.env.items() if k.startswith("DEPCON_")})
+    try:
+        stats = run_playbook(
+            "playbooks/rolled_back.yml",
+            ctx.config().inventory,
+            ctx.config().ansible_vars(),
+            progress=show,
+        )
+    except PlaybookError as exc:
+        raise StageError(str(exc)) from exc
+    return f"{len(stats['hosts'])} hosts as before DepCon"
+
+
+def stage_reset(ctx: LabContext) -> str:
+    """The rest of the stack destroyed: reset.yml, then the VMs go."""
+    from infra.vm import image as vm_image  # noqa: PLC0415 -- only when run
+
+    _sh(ctx, "pulumi", "destroy", "--yes", "--non-interactive", "--stack", ctx.stack, echo=True)
+    names = [n.name for n in ctx.config().nodes if n.lab_vm_ip]
+    for name in names:
+        vm_image.down(name)
+    return f"cluster reset; VMs {', '.join(names)} deleted"
+
+
+def smoke_stages() -> list[Stage]:
+    return [
+        *stages(),
+        Stage("rollback", "pulumi destroy of DepCon: rollback.yml", stage_rollback),
+        Stage(
+            "rolled-back", "rolled_back.yml: stock kubelet, no vif, no capacity", stage_rolled_back
+        ),
+        Stage("reset", "pulumi destroy of the rest: reset.yml; VMs deleted", stage_reset),
+    ]
+
+
+def warm() -> list[str]:
+    """What a smoke would have to build first (empty: the caches hold everything)."""
+    from infra.artifacts import bundle_path  # noqa: PLC0415
+    from infra.pulumi_engine import find_engine  # noqa: PLC0415
+    from infra.vm.image import default_recipe, images_dir  # noqa: PLC0415
+
+    cold = []
+    if not find_engine().root.is_dir():
+        cold.append("the Pulumi engine")
+    if not (bundle_path() / "SHA256SUMS").is_file():
+        cold.append("the Kubernetes bundle")
+    if not (images_dir() / default_recipe().key() / "disk.raw").is_file():
+        cold.append("the VM image")
+    return cold
+
+
 def destroy(ctx: LabContext) -> int:
     """`pulumi destroy` of the stack (rollback, then reset), then the VMs go."""
     from infra.vm import image as vm_image  # noqa: PLC0415 -- only when run
@@ -237,19 +331,43 @@ def destroy(ctx: LabContext) -> int:
     return 0
 
 
+def _smoke_report(timings: list[dict[str, object]], failed: bool) -> None:
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True, check=False
+    ).stdout.strip()
+    report = {
+        "verdict": "failed" if failed else "passed",
+        "commit": commit,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average": os.getloadavg(),
+        "stages": timings,
+        "seconds": sum(int(str(t["seconds"])) for t in timings),
+    }
+    path = repo_root() / "reports" / "lab-smoke.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    log(f"smoke report: {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="depcon-lab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("action", nargs="?", choices=("up", "destroy"), default="up")
+    parser.add_argument(
+        "action", nargs="?", choices=("up", "destroy", "smoke", "warm"), default="up"
+    )
     parser.add_argument("--stack", default="lab")
     args = parser.parse_args(argv)
     ctx = LabContext(stack=args.stack, env=dict(os.environ))
     if args.action == "destroy":
         return destroy(ctx)
+    if args.action == "warm":
+        cold = warm()
+        print("warm" if not cold else "cold: " + ", ".join(cold) + " not built")
+        return 0 if not cold else 1
     rows: list[tuple[str, str, str]] = []
+    timings: list[dict[str, object]] = []
     failed = False
-    for stage in stages():
+    for stage in smoke_stages() if args.action == "smoke" else stages():
         if failed:
             rows.append((stage.name, "skipped", "an earlier stage failed"))
             continue
@@ -260,9 +378,27 @@ def main(argv: list[str] | None = None) -> int:
         except StageError as exc:
             failed = True
             rows.append((stage.name, "FAILED", str(exc).splitlines()[0]))
+            timings.append(
+                {
+                    "stage": stage.name,
+                    "result": "failed",
+                    "detail": str(exc)[-2000:],
+                    "seconds": round(time.monotonic() - start),
+                }
+            )
             print(f"[lab] stage {stage.name} failed:\n{exc}", file=sys.stderr)
             continue
         rows.append((stage.name, "passed", f"{detail} ({time.monotonic() - start:.1f} s)"))
+        timings.append(
+            {
+                "stage": stage.name,
+                "result": "passed",
+                "detail": detail,
+                "seconds": round(time.monotonic() - start),
+            }
+        )
+    if args.action == "smoke":
+        _smoke_report(timings, failed)
     print()
     print(f"{'stage':<11} {'result':<8} detail")
     for name, result, detail in rows:

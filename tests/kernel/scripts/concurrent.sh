@@ -91,6 +91,11 @@ writer $OSLAB/vif2/pid $(claims $P3 $P1 $P2) 999999 &
 pids="$pids $!"
 writer $OSLAB/vif3/pid $(claims $P2 $P3 $P1) 999999 &
 pids="$pids $!"
+# Two PIDs of k1 each claiming a slot of its own, all the time.
+writer $OSLAB/vif5/pid $(claims $P1) &
+pids="$pids $!"
+writer $OSLAB/vif6/pid $(claims $P3) &
+pids="$pids $!"
 writer $OSLAB/vif4/min_credit 0 100 101 50 &
 pids="$pids $!"
 reader &

@@ -5,7 +5,8 @@ Everything is built here from Go modules fetched through the module proxy
 ``versions.yml``:
 
 * ``k8s.io/kubernetes``: stock ``kubeadm``, ``kubectl``, ``kube-apiserver``,
-  ``kube-controller-manager``, ``kube-scheduler`` and the ``pause`` container
+  ``kube-controller-manager``, ``kube-scheduler``, ``kube-proxy`` (a host
+  service on the nodes, role ``kube_proxy``) and the ``pause`` container
   program (``build/pause/linux/pause.c``, static, as upstream builds it);
 * the same module's stock ``kubelet`` (``bin/kubelet``: what the kubernetes
   role installs, and what DepCon's rollback puts back), and with
@@ -126,7 +127,8 @@ MISSING_IMAGES: Mapping[str, str] = {
     "kube-proxy": (
         "upstream's image runs kube-proxy on a base carrying the iptables/nftables "
         "and conntrack userspace (distroless-iptables); a static base without them "
-        "would be an image that cannot program a single rule"
+        "would be an image that cannot program a single rule, so bin/kube-proxy "
+        "runs as a host service with the node's own iptables (role kube_proxy)"
     ),
 }
 
@@ -323,6 +325,8 @@ def plan(versions: Versions | None = None) -> Plan:
     common = {"go": go, "module_sum": k8s.module_sum, "staging": k8s.staging_version}
     # cgo as in the patched kubelet's first build, so stock and DepCon differ by the patch only.
     kubelet = Program("kubelet", "./cmd/kubelet", cgo=True)
+    # Its own part: the stock part's key, and so its cached build, does not depend on it.
+    proxy = Program("kube-proxy", "./cmd/kube-proxy")
     stock = tuple(
         Program(name, f"./cmd/{name}")
         for name in (
@@ -373,6 +377,16 @@ def plan(versions: Versions | None = None) -> Plan:
                 "tags": KUBE_TAGS,
             },
             bundle_dir="depcon",
+        ),
+        Part(
+            "kube-proxy",
+            (proxy,),
+            {
+                **common,
+                "program": repr(proxy),
+                "ldflags": kube_ldflags(k8s.version, date),
+                "tags": KUBE_TAGS,
+            },
         ),
         Part(
             "etcd",
@@ -872,6 +886,7 @@ _BUILDERS: dict[str, Callable[[Part, Plan, Path, Path, _Progress], None]] = {
     "kubernetes": _build_kubernetes,
     "kubelet": _build_kubernetes,
     "kubelet-depcon": _build_kubernetes,
+    "kube-proxy": _build_kubernetes,
     "pause": _build_pause,
     "etcd": _build_etcd,
     "containerd": _build_containerd,

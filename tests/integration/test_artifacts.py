@@ -56,7 +56,7 @@ def _run(*argv: str | Path) -> str:
 
 def test_bundle_layout(bundle: Bundle) -> None:
     names = sorted(p.name for p in (bundle.root / "bin").iterdir())
-    assert names == sorted([*STOCK, "kubelet", "etcd", "etcdctl", *CONTAINERD])
+    assert names == sorted([*STOCK, "kubelet", "kube-proxy", "etcd", "etcdctl", *CONTAINERD])
     assert [p.name for p in (bundle.root / "depcon").iterdir()] == ["kubelet"]
     assert (bundle.root / "SHA256SUMS").is_file()
     pin = load_versions().kubernetes
@@ -83,7 +83,9 @@ def test_sha256sums_verify(bundle: Bundle) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("name", ["kube-apiserver", "kube-controller-manager", "kube-scheduler"])
+@pytest.mark.parametrize(
+    "name", ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"]
+)
 def test_server_binaries_report_the_pin(bundle: Bundle, name: str) -> None:
     pin = load_versions().kubernetes
     assert _run(bundle.root / "bin" / name, "--version").strip() == f"Kubernetes {pin.version}"
@@ -171,7 +173,7 @@ def _interpreter(path: Path) -> bytes | None:
 
 
 def test_static_where_upstream_is_static(bundle: Bundle) -> None:
-    for name in (*STOCK, "etcd", "etcdctl", "containerd-shim-runc-v2"):
+    for name in (*STOCK, "kube-proxy", "etcd", "etcdctl", "containerd-shim-runc-v2"):
         assert _interpreter(bundle.root / "bin" / name) is None, f"{name} is not static"
     # Upstream builds the kubelet with cgo (it is not in KUBE_STATIC_BINARIES),
     # and containerd's release tarball has containerd and ctr with cgo.
@@ -265,6 +267,18 @@ def test_a_changed_patch_changes_only_the_kubelet_key(monkeypatch: pytest.Monkey
     changed = {k for k, v in before.bundle_key.items() if after.bundle_key[k] != v}
     assert changed == {"kubelet-depcon"}
     assert artifacts.bundle_path(after) != artifacts.bundle_path(before)
+
+
+def test_kube_proxy_is_a_part_of_its_own() -> None:
+    """bin/kube-proxy (the nodes' host service) is built like the stock binaries, keyed apart."""
+    p = artifacts.plan()
+    parts = {part.name: part for part in p.parts}
+    proxy, stock = parts["kube-proxy"], parts["kubernetes"]
+    assert ([prog.name for prog in proxy.programs], proxy.bundle_dir) == (["kube-proxy"], "bin")
+    assert "kube-proxy" not in [prog.name for prog in stock.programs]
+    assert proxy.recipe["ldflags"] == stock.recipe["ldflags"]
+    assert proxy.recipe["tags"] == stock.recipe["tags"] == artifacts.KUBE_TAGS
+    assert "kube-proxy" in p.bundle_key
 
 
 def test_unfetchable_module_is_named(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ PREFLIGHT_INPUTS = (
 CLUSTER_INPUTS = (
     "playbooks/cluster.yml",
     *(f"roles/{r}" for r in ("depcon_versions", "common", "containerd", "bundle_binaries")),
-    *(f"roles/{r}" for r in ("kubernetes", "control_plane", "worker")),
+    *(f"roles/{r}" for r in ("kubernetes", "control_plane", "worker", "kube_proxy")),
 )
 DEPCON_INPUTS = (
     "playbooks/depcon.yml",

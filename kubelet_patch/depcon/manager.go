@@ -6,7 +6,8 @@
 //
 // When a container whose resources carry the SLO resource (limits, or requests
 // when there is no limit) starts, the Manager claims a free slot for its main
-// PID and writes its goal and the pod's weight and min-credit annotations.
+// PID and writes its goal and the pod's weight and min-credit annotations,
+// capped by the node's Policy (policy.go), which the cluster admin sets.
 // When the container is stopped it releases the slot. Reconcile, which the
 // kubelet calls periodically, converges the slots to the running containers
 // whatever was missed: a kubelet restart, a CRI error, the module loaded late
@@ -73,6 +74,9 @@ type Options struct {
 	FS FS
 	// Recorder receives the pod Events (none are recorded when nil).
 	Recorder EventRecorder
+	// Policy caps the annotations' weight and min_credit (DefaultPolicy
+	// when nil; brought into the module's ranges).
+	Policy *Policy
 }
 
 // RunningContainer is a running container listed for Reconcile.
@@ -104,6 +108,7 @@ type Manager struct {
 	statePath string
 	fs        FS
 	recorder  EventRecorder
+	policy    Policy
 
 	mu     sync.Mutex
 	module moduleState
@@ -126,6 +131,7 @@ func NewManager(opts Options) *Manager {
 		statePath: opts.StateFile,
 		fs:        opts.FS,
 		recorder:  opts.Recorder,
+		policy:    DefaultPolicy(),
 		owned:     map[string]*owner{},
 		failed:    map[string]bool{},
 	}
@@ -138,17 +144,28 @@ func NewManager(opts Options) *Manager {
 	if m.fs == nil {
 		m.fs = OSFS{}
 	}
+	if opts.Policy != nil {
+		m.policy = opts.Policy.normalized()
+	}
 	return m
 }
 
 // NewFromEnv is the kubelet's constructor: the procfs root and resource name
-// come from DEPCON_PROCFS_ROOT and DEPCON_SLO_RESOURCE when set, the state
-// file lives under the kubelet's root directory.
-func NewFromEnv(kubeletRootDir string, recorder EventRecorder) *Manager {
+// come from DEPCON_PROCFS_ROOT and DEPCON_SLO_RESOURCE when set, the policy
+// from DEPCON_MAX_WEIGHT and DEPCON_MAX_MIN_CREDIT (an invalid value is
+// logged and the default used), the state file lives under the kubelet's
+// root directory. The environment is read once, here.
+func NewFromEnv(ctx context.Context, kubeletRootDir string, recorder EventRecorder) *Manager {
+	policy, errs := PolicyFromEnv(os.Getenv)
+	logger := klog.FromContext(ctx)
+	for _, err := range errs {
+		logger.Error(err, "Invalid DepCon policy in the kubelet's environment, using the default")
+	}
 	opts := Options{
 		ProcfsRoot:   os.Getenv(ProcfsRootEnv),
 		ResourceName: v1.ResourceName(os.Getenv(ResourceNameEnv)),
 		Recorder:     recorder,
+		Policy:       &policy,
 	}
 	if kubeletRootDir != "" {
 		opts.StateFile = filepath.Join(kubeletRootDir, "depcon", StateFileName)
@@ -202,7 +219,7 @@ func (m *Manager) ContainerStarted(ctx context.Context, pod *v1.Pod, c *v1.Conta
 	logger := klog.FromContext(ctx)
 	defer m.recoverPanic(logger)
 
-	spec, ok, problems := SpecFor(pod, c, m.resource)
+	spec, ok, problems := m.specFor(pod, c)
 	if !ok && len(problems) == 0 {
 		return
 	}
@@ -337,7 +354,7 @@ func (m *Manager) Reconcile(ctx context.Context, list ListFunc) {
 		if _, held := m.owned[rc.ContainerID]; held {
 			continue // ContainerStarted registered it meanwhile
 		}
-		spec, ok, problems := SpecFor(rc.Pod, rc.Container, m.resource)
+		spec, ok, problems := m.specFor(rc.Pod, rc.Container)
 		if !ok {
 			continue
 		}
@@ -381,7 +398,7 @@ func (m *Manager) reconcileHeld(logger klog.Logger, running []RunningContainer) 
 		if rc.Pod == nil || rc.Container == nil || rc.PID == nil {
 			continue
 		}
-		spec, ok, _ := SpecFor(rc.Pod, rc.Container, m.resource)
+		spec, ok, _ := m.specFor(rc.Pod, rc.Container)
 		if !ok {
 			continue
 		}
@@ -395,6 +412,18 @@ func (m *Manager) reconcileHeld(logger klog.Logger, running []RunningContainer) 
 		}
 	}
 	return pending
+}
+
+// specFor is SpecFor capped by the node's policy: what the Manager writes.
+// Reconcile rewrites a held slot to it too, so a value written by hand above
+// a cap does not last beyond one period.
+func (m *Manager) specFor(pod *v1.Pod, c *v1.Container) (Spec, bool, []Problem) {
+	spec, ok, problems := SpecFor(pod, c, m.resource)
+	if !ok {
+		return spec, ok, problems
+	}
+	spec, clamped := m.policy.clamp(spec)
+	return spec, ok, append(problems, clamped...)
 }
 
 // register claims a slot for pid and writes spec. A failure is recorded as an
@@ -559,7 +588,8 @@ func (m *Manager) slots(logger klog.Logger) ([]string, bool) {
 		return nil, false
 	}
 	if m.module != modulePresent {
-		logger.Info("vif module found: registering SLO containers", "procfsRoot", m.root, "resource", m.resource)
+		logger.Info("vif module found: registering SLO containers", "procfsRoot", m.root, "resource", m.resource,
+			"maxWeight", m.policy.MaxWeight, "maxMinCredit", m.policy.MaxMinCredit)
 		m.module = modulePresent
 	}
 	type slot struct {

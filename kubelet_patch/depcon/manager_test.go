@@ -86,6 +86,8 @@ func TestContainerStarted(t *testing.T) {
 		setup  func(t *testing.T, root string, fs *moduleFS)
 		pidFn  func() (int, error)
 		nSlots int
+		// policy is the node's (DefaultPolicy when nil).
+		policy *Policy
 		// wantSlot is the slot holding pid afterwards ("" = none).
 		wantSlot    string
 		wantValues  [3]int // goal, weight, min_credit of wantSlot
@@ -96,8 +98,31 @@ func TestContainerStarted(t *testing.T) {
 			wantSlot: "vif1", wantValues: [3]int{500, 1, 0}, wantReasons: []string{ReasonRegistered},
 		},
 		{
-			name: "annotations are written", pod: sloPod("p", "", "300", map[string]string{WeightAnnotation: "7", MinCreditAnnotation: "20"}),
+			name: "annotations within the caps are written", pod: sloPod("p", "", "300", map[string]string{WeightAnnotation: "7", MinCreditAnnotation: "20"}),
+			policy:   &Policy{MaxWeight: 100, MaxMinCredit: 20},
 			wantSlot: "vif1", wantValues: [3]int{300, 7, 20}, wantReasons: []string{ReasonRegistered},
+		},
+		{
+			name: "the module's whole range where the admin allows it", pod: sloPod("p", "1", "", map[string]string{WeightAnnotation: "10000", MinCreditAnnotation: "100"}),
+			policy:   &Policy{MaxWeight: MaxWeight, MaxMinCredit: MaxMinCredit},
+			wantSlot: "vif1", wantValues: [3]int{1, 10000, 100}, wantReasons: []string{ReasonRegistered},
+		},
+		{
+			name: "default policy: weight capped at 100, min-credit not honoured", pod: sloPod("p", "1", "", map[string]string{WeightAnnotation: "10000", MinCreditAnnotation: "100"}),
+			wantSlot: "vif1", wantValues: [3]int{1, 100, 0}, wantReasons: []string{ReasonPolicyClamped, ReasonRegistered},
+		},
+		{
+			name: "default policy: the weight cap itself is not clamped", pod: sloPod("p", "500", "", map[string]string{WeightAnnotation: "100", MinCreditAnnotation: "0"}),
+			wantSlot: "vif1", wantValues: [3]int{500, 100, 0}, wantReasons: []string{ReasonRegistered},
+		},
+		{
+			name: "admin allows min-credit 20: 50 is clamped to 20", pod: sloPod("p", "500", "", map[string]string{MinCreditAnnotation: "50"}),
+			policy:   &Policy{MaxWeight: 100, MaxMinCredit: 20},
+			wantSlot: "vif1", wantValues: [3]int{500, 1, 20}, wantReasons: []string{ReasonPolicyClamped, ReasonRegistered},
+		},
+		{
+			name: "invalid and clamped: both reported, default and cap written", pod: sloPod("p", "500", "", map[string]string{WeightAnnotation: "high", MinCreditAnnotation: "30"}),
+			wantSlot: "vif1", wantValues: [3]int{500, 1, 0}, wantReasons: []string{ReasonInvalidWeight, ReasonPolicyClamped, ReasonRegistered},
 		},
 		{
 			name: "invalid weight: event, default weight, still registered", pod: sloPod("p", "500", "", map[string]string{WeightAnnotation: "0"}),
@@ -183,7 +208,7 @@ func TestContainerStarted(t *testing.T) {
 				tt.setup(t, root, fs)
 			}
 			rec := &fakeRecorder{}
-			m := NewManager(Options{ProcfsRoot: root, FS: fs, Recorder: rec, StateFile: filepath.Join(t.TempDir(), "slots.json")})
+			m := NewManager(Options{ProcfsRoot: root, FS: fs, Recorder: rec, StateFile: filepath.Join(t.TempDir(), "slots.json"), Policy: tt.policy})
 			pidFn := tt.pidFn
 			if pidFn == nil {
 				pidFn = pidIs(pid)
@@ -396,13 +421,13 @@ func TestPanicIsContained(t *testing.T) {
 func TestNewFromEnv(t *testing.T) {
 	t.Setenv(ProcfsRootEnv, "/tmp/x")
 	t.Setenv(ResourceNameEnv, "example.org/net")
-	m := NewFromEnv("/var/lib/kubelet", nil)
+	m := NewFromEnv(context.Background(), "/var/lib/kubelet", nil)
 	if m.root != "/tmp/x" || m.resource != "example.org/net" || m.statePath != "/var/lib/kubelet/depcon/slots.json" {
 		t.Errorf("NewFromEnv = root %q resource %q state %q", m.root, m.resource, m.statePath)
 	}
 	t.Setenv(ProcfsRootEnv, "")
 	t.Setenv(ResourceNameEnv, "")
-	m = NewFromEnv("", nil)
+	m = NewFromEnv(context.Background(), "", nil)
 	if m.root != DefaultProcfsRoot || m.resource != DefaultResourceName || m.statePath != "" {
 		t.Errorf("defaults = root %q resource %q state %q", m.root, m.resource, m.statePath)
 	}

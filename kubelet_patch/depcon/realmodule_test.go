@@ -85,7 +85,9 @@ func TestRealModule(t *testing.T) {
 	}
 	ctx := context.Background()
 	rec := &fakeRecorder{}
-	m := NewManager(Options{ProcfsRoot: root, Recorder: rec, StateFile: filepath.Join(t.TempDir(), "slots.json")})
+	// A node whose admin allows min-credit: the real module takes the values.
+	m := NewManager(Options{ProcfsRoot: root, Recorder: rec, StateFile: filepath.Join(t.TempDir(), "slots.json"),
+		Policy: &Policy{MaxWeight: DefaultPolicyMaxWeight, MaxMinCredit: 10}})
 	slotOf := func(pid int) string {
 		names, _ := m.slots(klog.Background())
 		for _, s := range names {

@@ -170,6 +170,7 @@ func TestReconcileModuleLoadedLate(t *testing.T) {
 
 func TestReconcileModuleReloaded(t *testing.T) {
 	m, root, _, _ := newReconcileManager(t, 3)
+	m.policy = Policy{MaxWeight: DefaultPolicyMaxWeight, MaxMinCredit: 10} // min-credit allowed
 	rt := newFakeRuntime()
 	start(m, rt, "ctr-a", sloPod("a", "100", "", map[string]string{WeightAnnotation: "4"}), 1000)
 	start(m, rt, "ctr-b", sloPod("b", "200", "", map[string]string{MinCreditAnnotation: "10"}), 1001)

@@ -14,10 +14,12 @@ const (
 	// container's network SLO, in Mbps.
 	DefaultResourceName v1.ResourceName = "example.com/SLO"
 	// WeightAnnotation is the pod annotation for the slots' weight (1-10000):
-	// how CPU is shared when the node cannot meet every SLO.
+	// how CPU is shared when the node cannot meet every SLO. The node's
+	// Policy caps it.
 	WeightAnnotation = "depcon.io/weight"
 	// MinCreditAnnotation is the pod annotation for the slots' min_credit
-	// (0-100): a bandwidth floor in percent of the node's link capacity.
+	// (0-100): a bandwidth floor in percent of the node's link capacity. The
+	// node's Policy caps it (by default to 0).
 	MinCreditAnnotation = "depcon.io/min-credit"
 
 	// MaxGoalMbps is the largest goal the module accepts.
@@ -42,6 +44,9 @@ const (
 	// ReasonInvalidMinCredit: the min-credit annotation is not an integer in
 	// 0-100. The slot gets the default min_credit.
 	ReasonInvalidMinCredit = "DepConInvalidMinCredit"
+	// ReasonPolicyClamped: the weight or min-credit annotation is above the
+	// node's cap (Policy, set by the cluster admin). The slot gets the cap.
+	ReasonPolicyClamped = "DepConPolicyClamped"
 	// ReasonRegistered: the container holds a vif slot.
 	ReasonRegistered = "DepConRegistered"
 	// ReasonRegisterFailed: the container could not be given a slot (no free
@@ -95,7 +100,8 @@ func goalMbps(q resource.Quantity) (uint64, bool) {
 // annotations. ok is false when the container does not carry the resource,
 // or its value is unusable (then problems says why). An invalid weight or
 // min-credit annotation falls back to the default and is reported in
-// problems; the Spec is still returned.
+// problems; the Spec is still returned. SpecFor returns what the pod asks
+// for: the Manager then caps it by the node's Policy.
 //
 // The SLO is a container resource, so each container that carries it gets a
 // slot of its own with its own goal. The annotations are pod-wide and apply

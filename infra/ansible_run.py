@@ -66,14 +66,15 @@ def _progress_line(event: dict[str, Any], started: float) -> str | None:
     data = event.get("event_data", {})
     kind = event.get("event")
     host = data.get("host") or data.get("remote_addr") or ""
+    task = f"{data['role']} : {data.get('task', '')}" if data.get("role") else data.get("task", "")
     at = f"+{time.monotonic() - started:5.0f}s"
     if kind == "playbook_on_play_start":
         return f"[ansible {at}] PLAY {data.get('play', '')}"
     if kind == "runner_on_start":
-        return f"[ansible {at}] {host}: {data.get('task', '')}"
+        return f"[ansible {at}] {host}: {task}"
     if kind in _FAILURE_EVENTS and not data.get("ignore_errors"):
         msg = " ".join(str(data.get("res", {}).get("msg", "")).split())[:500]
-        return f"[ansible {at}] FAILED {host}: {data.get('task', '')}: {msg}"
+        return f"[ansible {at}] FAILED {host}: {task}: {msg}"
     return None
 
 

@@ -4,12 +4,13 @@ Create and update run ``playbook``; delete runs ``delete_playbook`` (``pulumi
 destroy`` is the way back). The inputs carry a hash of every file the run
 reads, so ``pulumi up`` re-runs exactly when one changed. A run that fails
 raises: Pulumi then keeps the resource out of the state (create) or at its
-old inputs (update), and the next ``up`` tries again. Each task is printed on
-the provider's stderr as it starts, which the engine shows during ``up``.
+old inputs (update), and the next ``up`` tries again. Each task is appended to
+the stack's progress file as it starts (``program/progress.py`` relays it).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sys
 import time
@@ -20,6 +21,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 
 from infra.ansible_run import run_playbook_isolated
+from program import progress
 
 # A change to any of these is a change on the hosts: the playbook runs again.
 RUN_KEYS = ("playbook", "inventory", "extra_vars", "inputs_hash")
@@ -34,23 +36,32 @@ class PlaybookArgs:
     extra_vars: dict[str, str]
     inputs_hash: pulumi.Input[str]
     delete_playbook: str | None = None
+    progress_file: str | None = None  # where each task's line goes; not an input of the run
 
 
-def _progress(line: str) -> None:
+def _progress(path: str | None, line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+    progress.append(path, line)
+
+
+def _run(props: dict[str, Any], playbook: str) -> dict[str, Any]:
+    return run_playbook_isolated(
+        playbook,
+        props["inventory"],
+        props["extra_vars"],
+        progress=functools.partial(_progress, props.get("progress_file")),
+    )
 
 
 class _PlaybookProvider(ResourceProvider):
-    def _run(self, props: dict[str, Any]) -> dict[str, Any]:
-        stats = run_playbook_isolated(
-            props["playbook"], props["inventory"], props["extra_vars"], progress=_progress
-        )
+    def _apply(self, props: dict[str, Any]) -> dict[str, Any]:
+        stats = _run(props, props["playbook"])
         # Changes on every run, so what depends on the hosts' state can follow it.
         run_id = hashlib.sha256(f"{props['inputs_hash']}{time.time_ns()}".encode()).hexdigest()
         return {**props, "stats": stats, "run_id": run_id[:16]}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        out = self._run(props)
+        out = self._apply(props)
         return CreateResult(
             id_=hashlib.sha256(props["playbook"].encode()).hexdigest()[:16], outs=out
         )
@@ -64,16 +75,11 @@ class _PlaybookProvider(ResourceProvider):
         if all(olds.get(k) == news.get(k) for k in RUN_KEYS):
             # Only the way back changed: nothing to do on the hosts now.
             return UpdateResult(outs={**news, "stats": olds["stats"], "run_id": olds["run_id"]})
-        return UpdateResult(outs=self._run(news))
+        return UpdateResult(outs=self._apply(news))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         if props.get("delete_playbook"):
-            run_playbook_isolated(
-                props["delete_playbook"],
-                props["inventory"],
-                props["extra_vars"],
-                progress=_progress,
-            )
+            _run(props, props["delete_playbook"])
 
 
 class HostPlaybook(Resource):
@@ -91,6 +97,7 @@ class HostPlaybook(Resource):
             "extra_vars": args.extra_vars,
             "inputs_hash": args.inputs_hash,
             "delete_playbook": args.delete_playbook,
+            "progress_file": args.progress_file,
             "stats": None,
             "run_id": None,
         }

@@ -10,16 +10,11 @@ import pulumi
 from infra.config import load_project
 from program.hosts import ControllerPreflight, DepconOnHosts, HostsArgs, KubeadmCluster, bundle_dir
 from program.kube import ClusterApi, ClusterApiArgs
-from program.progress import progress_file, relay
 from program.verification import Verification, VerificationArgs
 
 config = load_project(pulumi.get_stack())
 ansible_vars = config.ansible_vars()
-progress = progress_file(config.stack_name)
-relay(progress)
-preflight = ControllerPreflight(
-    "preflight", HostsArgs(config.inventory, ansible_vars, progress_file=str(progress))
-)
+preflight = ControllerPreflight("preflight", HostsArgs(config.inventory, ansible_vars))
 
 pulumi.export("kubernetesVersion", config.versions.kubernetes.version)
 pulumi.export("sloResource", config.slo_resource_name)
@@ -29,9 +24,7 @@ pulumi.export("nodes", config.node_summary())
 pulumi.export("preflight", preflight.stats)
 
 if config.stack.install != "none":
-    nodes = HostsArgs(
-        config.inventory, ansible_vars, bundle_dir=bundle_dir(), progress_file=str(progress)
-    )
+    nodes = HostsArgs(config.inventory, ansible_vars, bundle_dir=bundle_dir())
     after: pulumi.Resource = preflight
     runs = []
     if config.stack.install == "cluster":
@@ -56,7 +49,6 @@ if config.stack.install != "none":
                 slo_resource=config.slo_resource_name,
                 trigger=trigger,
                 report=f"reports/verify-{config.stack_name}.json",
-                progress_file=str(progress),
             ),
             api.provider,
             pulumi.ResourceOptions(depends_on=[api]),

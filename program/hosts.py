@@ -54,7 +54,6 @@ class HostsArgs:
     inventory: str  # relative to the repo root
     extra_vars: dict[str, str] = field(default_factory=dict)
     bundle_dir: str | None = None  # the offline bundle the nodes get their binaries from
-    progress_file: str | None = None  # each task's line, relayed to `pulumi up` (progress.py)
 
 
 def component_hash(args: HostsArgs, own: tuple[str, ...]) -> str:
@@ -104,7 +103,6 @@ class _HostsComponent(pulumi.ComponentResource):
                 extra_vars=args.extra_vars,
                 inputs_hash=component_hash(args, inputs),
                 delete_playbook=delete_playbook,
-                progress_file=args.progress_file,
             ),
             pulumi.ResourceOptions(parent=self),
         )

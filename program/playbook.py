@@ -4,13 +4,13 @@ Create and update run ``playbook``; delete runs ``delete_playbook`` (``pulumi
 destroy`` is the way back). The inputs carry a hash of every file the run
 reads, so ``pulumi up`` re-runs exactly when one changed. A run that fails
 raises: Pulumi then keeps the resource out of the state (create) or at its
-old inputs (update), and the next ``up`` tries again. Each task is appended to
-the stack's progress file as it starts (``program/progress.py`` relays it).
+old inputs (update), and the next ``up`` tries again. Each task is printed on
+the provider's stderr as it starts; the engine shows those lines on the stack's
+row of the ``pulumi up`` display as they come.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import sys
 import time
@@ -21,7 +21,6 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 
 from infra.ansible_run import run_playbook_isolated
-from program import progress
 
 # A change to any of these is a change on the hosts: the playbook runs again.
 RUN_KEYS = ("playbook", "inventory", "extra_vars", "inputs_hash")
@@ -36,12 +35,10 @@ class PlaybookArgs:
     extra_vars: dict[str, str]
     inputs_hash: pulumi.Input[str]
     delete_playbook: str | None = None
-    progress_file: str | None = None  # where each task's line goes; not an input of the run
 
 
-def _progress(path: str | None, line: str) -> None:
+def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-    progress.append(path, line)
 
 
 def _run(props: dict[str, Any], playbook: str) -> dict[str, Any]:
@@ -49,7 +46,7 @@ def _run(props: dict[str, Any], playbook: str) -> dict[str, Any]:
         playbook,
         props["inventory"],
         props["extra_vars"],
-        progress=functools.partial(_progress, props.get("progress_file")),
+        progress=_progress,
     )
 
 
@@ -97,7 +94,6 @@ class HostPlaybook(Resource):
             "extra_vars": args.extra_vars,
             "inputs_hash": args.inputs_hash,
             "delete_playbook": args.delete_playbook,
-            "progress_file": args.progress_file,
             "stats": None,
             "run_id": None,
         }

@@ -60,7 +60,6 @@ class VerificationArgs:
     slo_resource: str
     trigger: pulumi.Input[str]  # the host runs' ids: verify again after each provisioning
     report: str  # where verify.yml writes its JSON report on the controller
-    progress_file: str | None = None
 
 
 class Verification(pulumi.ComponentResource):
@@ -116,7 +115,6 @@ class Verification(pulumi.ComponentResource):
                 inputs_hash=pulumi.Output.from_input(args.trigger).apply(
                     lambda t: hashlib.sha256(f"{files}{t}".encode()).hexdigest()
                 ),
-                progress_file=args.progress_file,
             ),
             pulumi.ResourceOptions(parent=self, depends_on=pods),
         )

@@ -37,13 +37,9 @@ DEPCON_INPUTS = (
     "playbooks/depcon.yml",
     *(f"roles/{r}" for r in ("depcon_versions", "ship_files", "vif_module", "depcon_kubelet")),
     *(f"roles/{r}" for r in ("depcon_scheduler", "slo_capacity")),
-    # Shipped to the nodes: the vif sources and the SLO registrar with what it imports.
+    # Shipped to the nodes: the vif sources and the node agent.
     "kernel_module",
-    "infra/__init__.py",
-    "infra/paths.py",
-    "infra/schema.py",
-    "infra/config.py",
-    "infra/slo.py",
+    "nodeagent",
 )
 
 

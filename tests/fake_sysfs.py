@@ -1,4 +1,4 @@
-"""A sysfs-like tree of network interfaces, for infra/slo.py's link-speed reader.
+"""A sysfs-like tree of network interfaces, for nodeagent/slo.py's link-speed reader.
 
 A fake because the machines the tests run on have no physical NIC (the CI VM
 has one virtio NIC, no link speed): a 25 Gbit/s port, a link that is down, a

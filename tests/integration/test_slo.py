@@ -27,6 +27,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from infra.config import load_versions
 from infra.controlplane import ControlPlane, add_node
 from infra.paths import repo_root
 from tests.fake_sysfs import FakeSysfs
@@ -34,7 +35,7 @@ from tests.fake_sysfs import FakeSysfs
 pytestmark = pytest.mark.integration
 
 R = "example.com/SLO"
-CLI = [sys.executable, "-m", "infra.slo"]
+CLI = [sys.executable, "-m", "nodeagent.slo"]
 TEMPLATES = repo_root() / "roles" / "slo_capacity" / "templates"
 
 
@@ -482,12 +483,20 @@ def debian_cli(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     for deb in d.glob("*.deb"):
         subprocess.run(["dpkg-deb", "-x", str(deb), str(d / "root")], check=True)
     site = d / "root" / "usr" / "lib" / "python3" / "dist-packages"
+    # Exactly what roles/slo_capacity ships, and the settings its command sets.
+    ship = d / "shipped"
+    role_vars = yaml.safe_load((repo_root() / "roles/slo_capacity/vars/main.yml").read_text())
+    for rel in role_vars["slo_capacity_files"]:
+        (ship / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(repo_root() / rel, ship / rel)
     return [
         "/usr/bin/env",
-        f"PYTHONPATH={site}:{repo_root()}",
+        f"PYTHONPATH={site}:{ship}",
+        f"DEPCON_SLO_RESOURCE={R}",
+        f"DEPCON_SLO_MAX_MBPS={load_versions().slo.max_mbps}",
         "/usr/bin/python3",
         "-m",
-        "infra.slo",
+        "nodeagent.slo",
     ]
 
 

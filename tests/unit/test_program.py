@@ -175,7 +175,7 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bundle: Path) -> Path:
     for name in ("versions.yml", "ansible.cfg"):
         dst.mkdir(exist_ok=True)
         shutil.copy(src / name, dst / name)
-    for d in ("playbooks", "roles", "inventory", "kernel_module", "infra"):
+    for d in ("playbooks", "roles", "inventory", "kernel_module", "infra", "nodeagent"):
         shutil.copytree(src / d, dst / d, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(hosts, "repo_root", lambda: dst)
     monkeypatch.setattr("infra.ansible_run.repo_root", lambda: dst)
@@ -195,7 +195,7 @@ def _hashes(bundle_dir: Path) -> dict[str, str]:
     ("edit", "changed"),
     [
         ("kernel_module/vif_ctl.c", {"depcon"}),
-        ("infra/slo.py", {"depcon"}),
+        ("nodeagent/slo.py", {"depcon"}),
         ("roles/vif_module/defaults/main.yml", {"depcon"}),
         ("roles/containerd/defaults/main.yml", {"cluster"}),
         ("playbooks/cluster.yml", {"cluster"}),

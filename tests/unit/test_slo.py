@@ -1,4 +1,4 @@
-"""infra/slo.py without a cluster: link speeds from a sysfs-like tree, overrides, patches, errors.
+"""nodeagent/slo.py without a cluster: link speeds from a sysfs tree, overrides, patches, errors.
 
 tests/fake_sysfs.py lays the tree out as the kernel lays out /sys, so
 read_link_speed walks it as it walks the real one; tests/integration/test_slo.py
@@ -7,14 +7,15 @@ reads the real /sys, a veth pair included.
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
 import yaml
 from kubernetes import client as k8s
 
-from infra import slo
-from infra.slo import Capacity, NodeState, SloError
+from nodeagent import slo
+from nodeagent.slo import Capacity, NodeState, SloError
 from tests.fake_sysfs import FakeSysfs
 
 pytestmark = pytest.mark.unit
@@ -279,3 +280,38 @@ def test_cli_rejects_a_non_number_override(capsys: pytest.CaptureFixture[str]) -
         slo.main(["probe", "--interface", "lo", "--override-mbps", "1e3"])
     assert exc.value.code == 2
     assert "'1e3' is not a whole number of Mbps" in capsys.readouterr().err
+
+
+def test_the_node_agent_ships_alone(root: Path) -> None:
+    """What slo_capacity ships is the nodeagent package, importing nothing of the controller's."""
+    shipped = yaml.safe_load((root / "roles/slo_capacity/vars/main.yml").read_text())
+    files = shipped["slo_capacity_files"]
+    assert sorted(files) == sorted(
+        p.relative_to(root).as_posix() for p in (root / "nodeagent").glob("*.py")
+    )
+    for f in files:
+        tree = ast.parse((root / f).read_text())
+        top_level = [
+            n.module or "" for n in tree.body if isinstance(n, ast.ImportFrom) and n.level == 0
+        ] + [a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names]
+        anywhere = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        # infra only lazily, for runs from the checkout; never the program or Pulumi.
+        assert not [m for m in top_level if m.split(".")[0] in {"infra", "program", "pulumi"}], f
+        assert not [m for m in anywhere if m.split(".")[0] in {"program", "pulumi"}], f
+
+
+def test_the_node_agent_reads_its_settings_from_the_role(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DEPCON_SLO_MAX_MBPS", "5000")
+    slo.max_mbps.cache_clear()
+    try:
+        assert slo.max_mbps() == 5000
+        with pytest.raises(SloError, match="1-5000"):
+            slo.validate_mbps(5001)
+        monkeypatch.setenv("DEPCON_SLO_MAX_MBPS", "lots")
+        slo.max_mbps.cache_clear()
+        with pytest.raises(SloError, match="DEPCON_SLO_MAX_MBPS='lots'"):
+            slo.max_mbps()
+    finally:
+        slo.max_mbps.cache_clear()

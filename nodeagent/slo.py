@@ -2,7 +2,9 @@
 
 DepCon's scheduler profile rejects nodes without enough remaining SLO capacity
 (NodeResourcesFit on the extended resource named in ``versions.yml``,
-``slo.resource_name``). This module puts that capacity on the Node objects:
+``slo.resource_name``; on a node it comes from the role through
+``DEPCON_SLO_RESOURCE``, with the bound ``slo.max_mbps`` through
+``DEPCON_SLO_MAX_MBPS``). This module puts that capacity on the Node objects:
 ``status.capacity`` and ``status.allocatable`` of each node get the link speed
 of its configured interface, written with a JSON patch on the ``nodes/status``
 subresource through the official Kubernetes Python client.
@@ -16,7 +18,8 @@ Where the number comes from:
   "Invalid argument" means the kernel does not know it: then the node's
   override (``--override-mbps``, the inventory's ``depcon_slo_capacity_mbps``)
   is used, else the command fails naming the node and the interface;
-* on the controller (``--inventory FILE``): it cannot read a remote /sys, so
+* on the controller (``--inventory FILE``, from the checkout: it reads the
+  inventory with the controller's config): it cannot read a remote /sys, so
   every node needs its override; the others are named in the error.
 
 Everything is checked before anything is patched: names, overrides, speeds and
@@ -66,7 +69,11 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.utils import parse_quantity
 
-from infra.config import ConfigError, load_inventory, load_versions, validate_extended_resource_name
+from nodeagent.names import validate_extended_resource_name
+
+# What the role hands the node agent (from versions.yml and the stack).
+RESOURCE_ENV = "DEPCON_SLO_RESOURCE"
+MAX_MBPS_ENV = "DEPCON_SLO_MAX_MBPS"
 
 __all__ = [
     "Capacity",
@@ -137,8 +144,29 @@ def validate_interface(name: str) -> None:
 
 @functools.cache
 def max_mbps() -> int:
-    """The bound the inventory, vif and the kubelet share (versions.yml slo.max_mbps)."""
-    return load_versions().slo.max_mbps
+    """The bound the inventory, vif and the kubelet share (versions.yml slo.max_mbps).
+
+    On a node the role sets it in the environment; in the checkout the
+    controller's config reads versions.yml.
+    """
+    text = os.environ.get(MAX_MBPS_ENV)
+    if text:
+        if not text.isdigit() or int(text) <= 0:
+            raise SloError(f"{MAX_MBPS_ENV}={text!r} is not a positive number of Mbps")
+        return int(text)
+    return int(_controller_config().load_versions().slo.max_mbps)
+
+
+def _controller_config() -> Any:
+    """The controller's config module, for runs from the checkout (not shipped to nodes)."""
+    try:
+        from infra import config  # noqa: PLC0415 -- the controller's, absent on a node
+    except ImportError:
+        raise SloError(
+            f"not in the project's checkout: set {RESOURCE_ENV} and {MAX_MBPS_ENV} "
+            "(roles/slo_capacity does), or pass --resource; --inventory runs on the controller"
+        ) from None
+    return config
 
 
 def validate_mbps(value: int, what: str = "override") -> None:
@@ -280,7 +308,7 @@ def capacities_from_inventory(path: Path) -> list[Capacity]:
 
     All nodes without an override are named in one error.
     """
-    nodes = load_inventory(path)  # validates interface names and overrides
+    nodes = _controller_config().load_inventory(path)  # validates names and overrides
     missing = [f"{n.name} (interface {n.interface})" for n in nodes if n.slo_capacity_mbps is None]
     if missing:
         raise SloError(
@@ -625,7 +653,8 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--kubeconfig", help="default: $KUBECONFIG, ~/.kube/config, in-cluster")
     common.add_argument(
-        "--resource", help="extended resource name (default: versions.yml slo.resource_name)"
+        "--resource",
+        help=f"extended resource name (default: ${RESOURCE_ENV}, else versions.yml's)",
     )
     node_args = argparse.ArgumentParser(add_help=False)
     node_args.add_argument("--node", help="Node name (default: this host's name, as the kubelet)")
@@ -667,11 +696,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _resource(args: argparse.Namespace) -> str:
-    name: str | None = args.resource
+    name: str | None = args.resource or os.environ.get(RESOURCE_ENV)
     if name is None:
+        config = _controller_config()
         try:
-            name = load_versions().slo.resource_name
-        except ConfigError as exc:
+            name = config.load_versions().slo.resource_name
+        except config.ConfigError as exc:
             raise SloError(f"{exc}; pass --resource") from None
     try:
         validate_extended_resource_name(name)
@@ -713,7 +743,7 @@ def _cmd_unregister(args: argparse.Namespace) -> int:
     if args.inventory:
         if names:
             raise SloError("give --node or --inventory, not both")
-        names = [n.name for n in load_inventory(args.inventory)]
+        names = [n.name for n in _controller_config().load_inventory(args.inventory)]
     for n in names or []:
         validate_node_name(n)
     for o in unregister(connect(args.kubeconfig), names, resource):
@@ -768,7 +798,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
-    except (SloError, ConfigError) as exc:
+    except (SloError, ValueError) as exc:  # the config's ConfigError is a ValueError
         print(f"depcon-slo: error: {exc}", file=sys.stderr)
         return 2
     except ConflictError as exc:

@@ -41,6 +41,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import gzip
 import hashlib
@@ -1196,21 +1197,37 @@ def _up_to_date(bundle: Path, p: Plan) -> bool:
     return bool(manifest.get("keys") == p.bundle_key and (bundle / "SHA256SUMS").is_file())
 
 
-def _prune(p: Plan, bundle: Path, part_dirs: Mapping[str, Path], images: Path) -> None:
-    """Drop entries this bundle does not use (each is hundreds of MB).
+# An entry another checkout used this recently may be in use by its run (a lab,
+# a molecule scenario): it is kept.
+PRUNE_AFTER_S = 24 * 3600
 
-    Runs under the build lock, so leftover ``.tmp-*`` directories are from
-    interrupted builds and go too. Parts of other pins go as well: switching
-    pins back rebuilds them, which the Go build cache keeps short.
+
+def _idle(entry: Path) -> bool:
+    try:
+        return time.time() - entry.stat().st_mtime > PRUNE_AFTER_S
+    except OSError:
+        return False
+
+
+def _prune(p: Plan, bundle: Path, part_dirs: Mapping[str, Path], images: Path) -> None:
+    """Drop entries this bundle does not use and nobody used for a day (hundreds of MB each).
+
+    Runs under the build lock. Each build or reuse touches what it uses, so a
+    bundle another checkout's run is reading is never removed under it.
+    Parts of other pins go too once idle: switching back rebuilds them, which
+    the Go build cache keeps short.
     """
     keep = {*part_dirs.values(), images}
+    for entry in keep | {bundle}:
+        with contextlib.suppress(OSError):
+            os.utime(entry)
     for entry in (_root() / "parts").iterdir():
-        if entry not in keep:
+        if entry not in keep and _idle(entry):
             log(f"removing stale {entry.name}")
             shutil.rmtree(entry, ignore_errors=True)
     prefix = p.versions.kubernetes.version + "-"
     for entry in _root().iterdir():
-        if entry != bundle and entry.name.startswith((prefix, ".tmp-", ".old-")):
+        if entry != bundle and entry.name.startswith((prefix, ".tmp-", ".old-")) and _idle(entry):
             log(f"removing stale bundle {entry.name}")
             shutil.rmtree(entry, ignore_errors=True)
 
@@ -1224,6 +1241,8 @@ def build(versions: Versions | None = None) -> Bundle:
     kubelet = kubelet_version(p.versions.kubernetes)
     if _up_to_date(bundle, p):
         log(f"up to date: {bundle} ({time.monotonic() - started:.1f} s)")
+        with contextlib.suppress(OSError):
+            os.utime(bundle)  # in use: another checkout's build keeps it (_prune)
         return Bundle(root=bundle, kubelet_version=kubelet, images=refs)
     with _lock():
         if _up_to_date(bundle, p):  # another build finished while we waited

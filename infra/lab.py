@@ -115,7 +115,7 @@ def stage_engine(ctx: LabContext) -> str:
 
 
 def stage_artifacts(ctx: LabContext) -> str:
-    """Build (or reuse) the Kubernetes bundle with the patched kubelet (infra/artifacts.py)."""
+    """Build (or reuse) the Kubernetes bundle with the patched kubelet (infra/artifacts/)."""
     from infra.artifacts import ArtifactError  # noqa: PLC0415 -- only when run
     from infra.artifacts import build as build_artifacts  # noqa: PLC0415
 

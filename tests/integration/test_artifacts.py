@@ -1,4 +1,4 @@
-"""The offline Kubernetes bundle (infra/artifacts.py): real builds, real binaries, real kubeadm.
+"""The offline Kubernetes bundle (infra/artifacts/): real builds, real binaries, real kubeadm.
 
 The first test builds the bundle (cached under cache_dir(): a no-op when an
 earlier run built it at the same pins and patches; a cold build takes tens
@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from infra import artifacts
-from infra.artifacts import MISSING_IMAGES, ArtifactError, Bundle
+from infra.artifacts import MISSING_IMAGES, ArtifactError, Bundle, builders, gotool, recipes
 from infra.config import load_versions
 from infra.kubelet_patch import download_kubernetes
 
@@ -262,7 +262,7 @@ def test_second_build_is_a_no_op(bundle: Bundle, capsys: pytest.CaptureFixture[s
 
 def test_a_changed_patch_changes_only_the_kubelet_key(monkeypatch: pytest.MonkeyPatch) -> None:
     before = artifacts.plan()
-    monkeypatch.setattr(artifacts, "_series_hash", lambda: "0" * 12)
+    monkeypatch.setattr(recipes, "_series_hash", lambda: "0" * 12)
     after = artifacts.plan()
     changed = {k for k, v in before.bundle_key.items() if after.bundle_key[k] != v}
     assert changed == {"kubelet-depcon"}
@@ -283,7 +283,7 @@ def test_kube_proxy_is_a_part_of_its_own() -> None:
 
 def test_unfetchable_module_is_named(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match=re.escape("k8s.io/api@v0.36.999")):
-        artifacts._go_download([("k8s.io/api", "v0.36.999")], tmp_path)
+        gotool._go_download([("k8s.io/api", "v0.36.999")], tmp_path)
 
 
 # --- a real containerd from the bundle ---------------------------------------------------
@@ -534,4 +534,4 @@ def test_containerd_module_sum_is_checked(tmp_path: Path) -> None:
     p = artifacts.plan(v)
     (part,) = [part for part in p.parts if part.name == "containerd"]
     with pytest.raises(ArtifactError, match=re.escape("versions.yml containerd.module_sum")):
-        artifacts._build_containerd(part, p, tmp_path, tmp_path, artifacts._Progress(3))
+        builders._build_containerd(part, p, tmp_path, tmp_path, builders._Progress(3))

@@ -1,8 +1,9 @@
-"""infra/artifacts.py's cache pruning never removes what another checkout may be using."""
+"""The bundle cache: pruning spares what another checkout may be using; keys follow the code."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from infra import artifacts
+from infra.artifacts import bundle as artifacts
+from infra.artifacts import recipes
 
 pytestmark = pytest.mark.unit
 
@@ -47,3 +49,39 @@ def test_prune_keeps_recently_used_entries_of_other_checkouts(
     }
     # What this build uses is marked used now, so the next one keeps it.
     assert time.time() - ours.stat().st_mtime < 60
+
+
+def _key_edits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, old: str, new: str
+) -> Any:
+    """The plan's keys before and after one edit of a sibling module's source."""
+    before = recipes.plan().bundle_key  # keys are properties: read them now
+    code = tmp_path / "code"
+    shutil.copytree(recipes._CODE_DIR, code)
+    src = code / f"{module}.py"
+    text = src.read_text()
+    src.write_text(text.replace(old, new, 1))
+    assert src.read_text() != text
+    monkeypatch.setattr(recipes, "_CODE_DIR", code)
+    recipes.code_hash.cache_clear()
+    try:
+        after = recipes.plan().bundle_key
+    finally:
+        recipes.code_hash.cache_clear()
+    return {k for k, v in before.items() if after[k] != v}
+
+
+def test_an_edit_to_one_builder_changes_only_its_parts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    changed = _key_edits(
+        tmp_path, monkeypatch, "builders", "def _build_netperf(", "def _build_netperf(  "
+    )
+    assert changed == {"netperf", "images"}  # the netperf image holds its files
+
+
+def test_an_edit_to_the_oci_writer_changes_the_images_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    changed = _key_edits(tmp_path, monkeypatch, "oci", '"""', '"""  ')
+    assert changed == {"images"}

@@ -1,0 +1,38 @@
+"""The offline Kubernetes bundle: pinned binaries, the patched kubelet, control-plane images.
+
+One job per module: ``recipes`` (what gets built, each part's recipe and key,
+the plan), ``cache`` (where entries live, staged and renamed into place under
+the lock), ``gotool`` (the Go toolchain: module downloads, builds),
+``builders`` (each part from its source), ``oci`` (the image archives),
+``bundle`` (assembly, pruning, the command line). ``bundle``'s docstring says
+what the bundle holds.
+"""
+
+from infra.artifacts.bundle import build, main
+from infra.artifacts.cache import bundle_path
+from infra.artifacts.recipes import (
+    KUBE_TAGS,
+    MISSING_IMAGES,
+    NETPERF_IMAGE,
+    ArtifactError,
+    Bundle,
+    Plan,
+    expected_images,
+    kubelet_version,
+    plan,
+)
+
+__all__ = [
+    "KUBE_TAGS",
+    "MISSING_IMAGES",
+    "NETPERF_IMAGE",
+    "ArtifactError",
+    "Bundle",
+    "Plan",
+    "build",
+    "bundle_path",
+    "expected_images",
+    "kubelet_version",
+    "main",
+    "plan",
+]

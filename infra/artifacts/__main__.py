@@ -1,0 +1,7 @@
+"""``python -m infra.artifacts build|path``."""
+
+import sys
+
+from infra.artifacts.bundle import main
+
+sys.exit(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -52,3 +53,73 @@ def test_every_lab_stage_is_in_the_doc() -> None:
     section = text.split("## `make lab` stages", 1)[1].split("\n## ", 1)[0]
     listed = re.findall(r"^\| ([a-z-]+) \|", section, flags=re.M)
     assert listed == [s.name for s in lab.stages()]
+
+
+def _places(text: str) -> dict[str, tuple[list[str], set[str]]]:
+    section = text.split("## Where code runs", 1)[1].split("\n## ", 1)[0]
+    places: dict[str, tuple[list[str], set[str]]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or cells[0] in ("Place", "") or set(cells[0]) <= {"-"}:
+            continue
+        name = cells[0].split(" (")[0]
+        members = re.findall(r"`([^`]+)`", cells[1])
+        allowed = {a.strip().split(" (")[0] for a in re.sub(r"\(.*?\)", "", cells[2]).split(",")}
+        places[name] = (members, allowed)
+    return places
+
+
+def _project_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {m for m in found if m.split(".")[0] in ("infra", "program", "nodeagent")}
+
+
+def test_each_place_imports_only_what_it_may(root: Path) -> None:
+    places = _places(ARCH.read_text())
+    assert set(places) == {"node", "shared", "build", "harness", "Pulumi program"}
+    owner: dict[str, str] = {}  # module path prefix -> place
+    for place, (members, _) in places.items():
+        for m in members:
+            owner[m.removesuffix(".py").removesuffix("/").replace("/", ".")] = place
+
+    def place_of(module: str) -> str | None:
+        best = max(
+            (k for k in owner if module == k or module.startswith(k + ".")), key=len, default=None
+        )
+        return owner[best] if best else None
+
+    files = [
+        p
+        for d in ("infra", "program", "nodeagent")
+        for p in (root / d).rglob("*.py")
+        if "__pycache__" not in p.parts
+    ] + [root / "__main__.py"]
+    wrong = []
+    for f in files:
+        rel = (
+            f.relative_to(root)
+            .with_suffix("")
+            .as_posix()
+            .replace("/", ".")
+            .removesuffix(".__init__")
+        )
+        if rel == "infra":
+            continue  # the package's empty __init__
+        here = "Pulumi program" if rel == "__main__" else place_of(rel)
+        if here is None:
+            wrong.append(f"{rel}: in no place of the table")
+            continue
+        allowed = places[here][1] | {here}
+        for imported in _project_imports(f):
+            there = place_of(imported) or ("harness" if imported == "infra.vm" else None)
+            if imported in ("infra", "program", "nodeagent"):
+                continue
+            if there not in allowed:
+                wrong.append(f"{rel} ({here}) imports {imported} ({there})")
+    assert wrong == []

@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(PATH)
 export GOTOOLCHAIN := local
 
-# Go modules of the project (the kubelet patch package, when it lands).
+# Go modules of the project (the kubelet patch package, benchmarks).
 GO_MODULES := $(patsubst %/go.mod,%,$(shell find . -name go.mod -not -path './.venv/*' 2>/dev/null))
 SHELL_SCRIPTS := scripts/setup .ci/run
 YAML_DIRS := roles playbooks inventory molecule versions.yml Pulumi.yaml Pulumi.lab.yaml Pulumi.controller.yaml .yamllint .ansible-lint

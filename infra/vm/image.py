@@ -49,8 +49,8 @@ LAB_SEGMENT = 23456
 # Ansible can manage; the second is what the roles install (dkms and headers
 # for vif, kubeadm's host tools, the Python client depcon-slo runs on; runc
 # and the CNI plugins at their pins are added by role_packages()),
-# preinstalled so a converge under TCG does not spend minutes in apt: apt
-# byte-compiling python3-kubernetes alone took 15 min per VM. The roles still
+# preinstalled so a converge under TCG does not spend minutes in apt (byte-
+# compiling python3-kubernetes is the slowest of them). The roles still
 # declare every one of them, so a bare server gets the same set.
 BASE_PACKAGES = (
     "systemd-sysv",

@@ -2,7 +2,7 @@
 
 Real module from the Go module proxy (verified against versions.yml), real
 ``git apply`` on a copy of it. Compiling the patched kubelet is the bundle
-build's job (issue 4, part 1), not this test's. The last test runs the depcon
+build's job, not this test's. The last test runs the depcon
 package against the real vif module in the vif VM harness (infra/vm).
 """
 

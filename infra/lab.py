@@ -209,6 +209,24 @@ def stages() -> list[Stage]:
     ]
 
 
+def _destroy(ctx: LabContext, *targets: str) -> None:
+    """`pulumi destroy` of the stack, or of ``targets`` and what depends on them."""
+    only = [a for t in targets for a in ("--target", t)]
+    dependents = ["--target-dependents"] if targets else []
+    _sh(
+        ctx,
+        "pulumi",
+        "destroy",
+        "--yes",
+        "--non-interactive",
+        "--stack",
+        ctx.stack,
+        *only,
+        *dependents,
+        echo=True,
+    )
+
+
 def _depcon_urn(ctx: LabContext) -> str:
     state = json.loads(_sh(ctx, "pulumi", "stack", "export", "--stack", ctx.stack))
     for res in state.get("deployment", {}).get("resources", []):
@@ -221,19 +239,7 @@ def stage_rollback(ctx: LabContext) -> str:
     """DepCon's resources and what depends on them destroyed: rollback.yml runs."""
     _pulumi_env(ctx)
     urn = _depcon_urn(ctx)
-    _sh(
-        ctx,
-        "pulumi",
-        "destroy",
-        "--yes",
-        "--non-interactive",
-        "--stack",
-        ctx.stack,
-        "--target",
-        urn,
-        "--target-dependents",
-        echo=True,
-    )
+    _destroy(ctx, urn)
     return "DepCon rolled back"
 
 
@@ -263,7 +269,7 @@ def stage_reset(ctx: LabContext) -> str:
     """The rest of the stack destroyed: reset.yml, then the VMs go."""
     from infra.vm import image as vm_image  # noqa: PLC0415 -- only when run
 
-    _sh(ctx, "pulumi", "destroy", "--yes", "--non-interactive", "--stack", ctx.stack, echo=True)
+    _destroy(ctx)
     names = [n.name for n in ctx.config().nodes if n.lab_vm_ip]
     for name in names:
         vm_image.down(name)
@@ -309,16 +315,7 @@ def destroy(ctx: LabContext) -> int:
         if disks:
             stage_vms(ctx)  # the way back runs on the hosts: they must be up
             _pulumi_env(ctx)
-            _sh(
-                ctx,
-                "pulumi",
-                "destroy",
-                "--yes",
-                "--non-interactive",
-                "--stack",
-                ctx.stack,
-                echo=True,
-            )
+            _destroy(ctx)
         else:
             log("no lab VM has a disk: nothing on hosts to take back; dropping the stack's state")
             _pulumi_env(ctx)

@@ -751,11 +751,11 @@ def _bars(
     return xs
 
 
-def _ratio_text(stat: Mapping[str, Any] | None) -> str:
+def _ratio_text(stat: Mapping[str, Any] | None, scale: float = 1.0) -> str:
     if not stat or stat["mean"] is None:
         return "n/a"
     lo, hi = stat["ci95"] or (math.nan, math.nan)
-    return f"{stat['mean']:.2f} [{lo:.2f}, {hi:.2f}]"
+    return f"{stat['mean'] * scale:.2f} [{lo * scale:.2f}, {hi * scale:.2f}]"
 
 
 def plot(
@@ -798,7 +798,7 @@ def plot(
     diff = o["difference_depcon_minus_default"]
     ax3.set_title(
         f"outcome: node's unrequested CPU covers {CPU_M_PER_MBPS:g} m/Mbps x its SLO goals\n"
-        f"DepCon - default {_ratio_text(diff)} (share)",
+        f"DepCon - default {_ratio_text(diff, 100.0)} percentage points",
         fontsize=9,
     )
     lows = [min(o[p]["ci95"][0], o[p]["mean"]) * 100 for p in PROFILES if o[p]["ci95"]]

@@ -67,6 +67,24 @@ func TestDecide(t *testing.T) {
 		{"default: SLO filter", defaultProfile, PodRequest{CPUMilli: 500, MemoryMi: 512, SLO: 50}, []string{"busy", "free"}, 2, nil},
 		{"default: CPU fits nowhere", defaultProfile, PodRequest{CPUMilli: 40000}, nil, 0, ErrUnschedulable},
 	}
+	// RequestedToCapacityRatio leaves a resource that scores 0 out of the
+	// weighted mean: a node the pod fills to exactly 100% CPU is scored on
+	// its free memory alone and beats a node with half its CPU free.
+	filled := &Cluster{
+		SLOResource: "example.com/SLO",
+		Nodes: []Node{
+			{Name: "filled", CPUMilli: 32000, MemoryMi: 131072, Pods: 110, SLO: 1000, LoadCPUMilli: 31500},
+			{Name: "half", CPUMilli: 32000, MemoryMi: 131072, Pods: 110, SLO: 1000, LoadCPUMilli: 16000, LoadMemoryMi: 65536},
+		},
+	}
+	t.Run("depcon: a pod that fills a node's CPU", func(t *testing.T) {
+		_, ctx := ktesting.NewTestContext(t)
+		pod := filled.NewPod("p", PodRequest{CPUMilli: 500, MemoryMi: 512, SLO: 50})
+		got, err := decider(t, depconProfile, filled).Decide(ctx, pod)
+		if err != nil || got.Node != "filled" {
+			t.Errorf("placed on %q (%v), want %q", got.Node, err, "filled")
+		}
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := decider(t, tt.profile, cluster)

@@ -255,6 +255,9 @@ def test_versions_live_only_in_versions_yml(root: Path) -> None:
         v.netperf.version,
     ]
     suffixes = {".py", ".yml", ".yaml", ".go", ".c", ".h", ".j2", ".cfg", ".toml", ".mod"}
+    # Go cannot read versions.yml: this go.mod must carry the pin, and
+    # tests/unit/test_bench_scheduler.py holds it equal to versions.yml's.
+    guarded = {Path("infra/bench/schedulerframework/go.mod")}
     offenders = []
     for path in root.rglob("*"):
         rel = path.relative_to(root)
@@ -264,6 +267,7 @@ def test_versions_live_only_in_versions_yml(root: Path) -> None:
             or rel.parts[0].startswith(".")
             or rel == Path("versions.yml")
             or rel.parts[0] in ("tests", "docs")
+            or rel in guarded
         ):
             continue
         text = path.read_text(errors="replace")

@@ -64,14 +64,19 @@ def qemu_network_args(
     lab control plane's API server.
     """
     port = segment_port(segment)
-    fwds = "".join(f",hostfwd=tcp:{LOOPBACK}:{h}-:{g}" for h, g in ((ssh_port, 22), *forwards))
+    # Spelled out, not through LOOPBACK, so each argument reads as what it binds.
+    cluster = f"socket,id=cluster,mcast={GROUP}:{port},localaddr=127.0.0.1"
+    fwds = ",".join(f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in ((ssh_port, 22), *forwards))
+    mgmt = f"user,id=mgmt,restrict=on,ipv6=off,net={MGMT_NET},{fwds}"
+    for spec in (cluster, mgmt):
+        _check_netdev(spec)  # the builder is held to the rule it enforces
     return [
         "-netdev",
-        f"socket,id=cluster,mcast={GROUP}:{port},localaddr={LOOPBACK}",
+        cluster,
         "-device",
         f"virtio-net-pci,netdev=cluster,mac={mac_prefix}:01,addr=0x3",
         "-netdev",
-        f"user,id=mgmt,restrict=on,ipv6=off,net={MGMT_NET}{fwds}",
+        mgmt,
         "-device",
         f"virtio-net-pci,netdev=mgmt,mac={mac_prefix}:02,addr=0x4",
     ]

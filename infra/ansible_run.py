@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,22 +83,24 @@ def run_playbook(
     inventory: str,
     extra_vars: dict[str, str],
     progress: Callable[[str], None] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run one playbook to completion; return its per-host stats or raise.
 
-    ``progress`` gets a line as each task starts on a host, and on failures.
+    ``progress`` gets a line as each task starts on a host, and on failures;
+    ``env`` is the run's environment (default: this process's).
     """
     import ansible_runner  # noqa: PLC0415 -- heavy; imported only where a run happens
 
     root = repo_root()
     # ansible-playbook must be the .venv's, next to the interpreter running us.
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["ANSIBLE_CONFIG"] = str(root / "ansible.cfg")
+    run_env = dict(os.environ if env is None else env)
+    run_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{run_env.get('PATH', '')}"
+    run_env["ANSIBLE_CONFIG"] = str(root / "ansible.cfg")
     started = time.monotonic()
 
     def on_event(event: dict[str, Any]) -> bool:
-        line = _progress_line(event, started) if progress else None
+        line = _progress_line(event, started)
         if line and progress:
             progress(line)
         return True
@@ -110,7 +112,7 @@ def run_playbook(
             playbook=str(root / playbook),
             inventory=str(root / inventory),
             extravars=extra_vars,
-            envvars=env,
+            envvars=run_env,
             quiet=True,
             event_handler=on_event,
         )
@@ -153,7 +155,7 @@ def run_playbook_isolated(
     arrive on its stderr as they happen.
     """
     argv = [sys.executable, "-m", "infra.ansible_run", playbook, inventory, json.dumps(extra_vars)]
-    last: list[str] = []
+    last = ""
     with subprocess.Popen(
         argv,
         cwd=repo_root(),
@@ -167,10 +169,10 @@ def run_playbook_isolated(
             if line.startswith("[ansible ") and progress:
                 progress(line)
             elif line.strip():
-                last = [line]
+                last = line
         out = proc.stdout.read()
     if proc.returncode != 0:
-        raise PlaybookError(last[0] if last else f"{playbook}: exit {proc.returncode}")
+        raise PlaybookError(last or f"{playbook}: exit {proc.returncode}")
     stats: dict[str, Any] = json.loads(out)
     return stats
 

@@ -32,6 +32,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from infra.config import ConfigError, ProjectConfig, load_project
 from infra.paths import repo_root
@@ -209,25 +210,11 @@ def stages() -> list[Stage]:
     ]
 
 
-def _destroy(ctx: LabContext, *targets: str) -> None:
-    """`pulumi destroy` of the stack, or of ``targets`` and what depends on them."""
-    only = [a for t in targets for a in ("--target", t)]
-    dependents = ["--target-dependents"] if targets else []
-    _sh(
-        ctx,
-        "pulumi",
-        "destroy",
-        "--yes",
-        "--non-interactive",
-        "--stack",
-        ctx.stack,
-        *only,
-        *dependents,
-        echo=True,
-    )
+def _destroy(ctx: LabContext) -> None:
+    _sh(ctx, "pulumi", "destroy", "--yes", "--non-interactive", "--stack", ctx.stack, echo=True)
 
 
-def _run_playbook(ctx: LabContext, playbook: str) -> dict[str, object]:
+def _run_playbook(ctx: LabContext, playbook: str) -> dict[str, Any]:
     from infra.ansible_run import PlaybookError, run_playbook  # noqa: PLC0415
 
     started = time.monotonic()
@@ -235,9 +222,9 @@ def _run_playbook(ctx: LabContext, playbook: str) -> dict[str, object]:
     def show(line: str) -> None:
         print(f"[lab] +{time.monotonic() - started:5.0f}s {line}", flush=True)
 
-    os.environ.update({k: v for k, v in ctx.env.items() if k.startswith("DEPCON_")})
+    cfg = ctx.config()
     try:
-        return run_playbook(playbook, ctx.config().inventory, ctx.config().ansible_vars(), show)
+        return run_playbook(playbook, cfg.inventory, cfg.ansible_vars(), show, env=ctx.env)
     except PlaybookError as exc:
         raise StageError(str(exc)) from exc
 
@@ -256,8 +243,7 @@ def stage_rollback(ctx: LabContext) -> str:
 def stage_rolled_back(ctx: LabContext) -> str:
     """playbooks/rolled_back.yml: every node as before DepCon, the stock scheduler."""
     stats = _run_playbook(ctx, "playbooks/rolled_back.yml")
-    hosts = stats["hosts"]
-    return f"{len(hosts) if isinstance(hosts, list) else hosts} hosts as before DepCon"
+    return f"{len(stats['hosts'])} hosts as before DepCon"
 
 
 def stage_reset(ctx: LabContext) -> str:

@@ -11,7 +11,6 @@ a host is a real Kubernetes resource.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -56,9 +55,7 @@ class _KubeconfigProvider(ResourceProvider):
         return {**props, "kubeconfig": rewrite_endpoint(text, props["endpoint"])}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        return CreateResult(
-            id_=hashlib.sha256(os.urandom(16)).hexdigest()[:16], outs=self._read(props)
-        )
+        return CreateResult(id_=os.urandom(8).hex(), outs=self._read(props))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         keys = ("inventory", "endpoint", "trigger")

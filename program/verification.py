@@ -21,31 +21,42 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from infra.ansible_run import inputs_hash
+from infra.config import load_versions
 from infra.paths import repo_root
+from program.kube import NAMESPACE
 from program.playbook import HostPlaybook, PlaybookArgs
 
 TEMPLATE = "playbooks/templates/verify-probe.yaml.j2"
 SERVICE_ACCOUNT = "depcon-verify"
 # verify.yml's own probe settings; the program passes the same to it.
+# The probe's goal; verify.yml gets it too, to find the probe's vif slot.
 PROBE_MBPS = 100
 VERIFY_INPUTS = ("playbooks/verify.yml", "playbooks/templates", "playbooks/tasks")
 
 
 def render_probe(namespace: str, resource: str) -> list[dict[str, Any]]:
     """The probe pods, rendered from the template verify.yml applies."""
-    root = repo_root()
-    versions = yaml.safe_load((root / "versions.yml").read_text())
+    v = load_versions()
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(root), undefined=jinja2.StrictUndefined, autoescape=False
+        loader=jinja2.FileSystemLoader(repo_root()),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
     )
+    # What the template reads of depcon_versions (Ansible's view of versions.yml).
+    pins = {
+        "kubernetes": {
+            "image_repository": v.kubernetes.image_repository,
+            "pause_version": v.kubernetes.pause_version,
+        }
+    }
     text = env.get_template(TEMPLATE).render(
         verify_probe_mbps=PROBE_MBPS,
-        verify_too_big_mbps=versions["slo"]["max_mbps"] + 1,
+        verify_too_big_mbps=v.slo.max_mbps + 1,
         verify_namespace=namespace,
         verify_resource=resource,
         verify_scheduler_name="depcon-scheduler",
         verify_service_account=SERVICE_ACCOUNT,
-        depcon_versions=versions,
+        depcon_versions=pins,
     )
     return [d for d in yaml.safe_load_all(text) if d]
 
@@ -84,7 +95,7 @@ class Verification(pulumi.ComponentResource):
             opts=on_api,
         )
         pods = []
-        for doc in render_probe("depcon-system", args.slo_resource):
+        for doc in render_probe(NAMESPACE, args.slo_resource):
             meta = doc["metadata"]
             pods.append(
                 k8s.core.v1.Pod(
@@ -110,6 +121,7 @@ class Verification(pulumi.ComponentResource):
                 extra_vars={
                     **args.extra_vars,
                     "verify_probe_managed": "true",
+                    "verify_probe_mbps": str(PROBE_MBPS),
                     "verify_report": str(Path(args.report).resolve()),
                 },
                 inputs_hash=pulumi.Output.from_input(args.trigger).apply(

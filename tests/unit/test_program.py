@@ -108,6 +108,10 @@ def test_lab_stack_composes_the_whole_cluster(bundle: Path) -> Any:
             assert pod.inputs["spec"]["schedulerName"] == "depcon-scheduler"
             limits = pod.inputs["spec"]["containers"][0]["resources"]["limits"]
             assert list(limits) == ["example.com/SLO"]
+        # verify.yml looks for the probe's slot by the goal the pod asked for.
+        fits = next(p for p in pods if p.inputs["metadata"]["name"] == "slo-fits")
+        goal = fits.inputs["spec"]["containers"][0]["resources"]["limits"]["example.com/SLO"]
+        assert plays["verify-check"]["extra_vars"]["verify_probe_mbps"] == goal
 
     return pulumi.Output.all(program.verification.verdict, program.api.kubeconfig).apply(check)
 

@@ -1,8 +1,17 @@
 # vif benchmark, run inside the test VM by infra/bench/vif.py. Prints
-# "# key=value ..." records; the Python side turns them into the report.
+# "# key=value ..." records; infra/bench/vif_analysis.py turns them into the
+# report. Times are /proc/uptime seconds; the Python side takes differences.
 . ./lib.sh
-load period_ms=${VIF_PERIOD_MS:-200} || { echo "insmod failed"; exit $KSFT_FAIL; }
-DUR=${BENCH_DUR:-16}
+load || { echo "insmod failed"; exit $KSFT_FAIL; }
+REPS=${BENCH_REPS:-5}
+SETTLE=${BENCH_SETTLE:-4}  # s from the start to the steady window
+STEADY=${BENCH_STEADY:-5}  # s of steady window
+AFTER=${BENCH_AFTER:-6}    # s after the goal change
+# scenario = name:N:load_pct:batch; load = total goals in % of the node's capacity
+SCENARIOS=${BENCH_SCENARIOS:-n4l50:4:50:0 n4l100:4:100:0 n4l150:4:150:0 n8l50:8:50:0 n4batch:4:50:1}
+CONFIGS="requests limits tbf vif"
+HEAD_PCT=1 # vif aims at the middle of its band: goal * (1 + tol_pct/200), tol_pct 2
+HOG_UNIT=${BENCH_HOG_UNIT:-1000} # ~0.01 CPU s per unit under TCG
 NMAX=8
 ip netns add srv
 i=1
@@ -15,199 +24,243 @@ while [ $i -le $NMAX ]; do
 	ip -n c$i link set v$i up
 	ip -n srv link set w$i up
 	ip netns exec srv iperf3 -s -D -p $((5300 + i)) -B 10.10.$i.2
-	mkdir -p $CG/b$i
+	mkdir -p $CG/s$i
 	i=$((i + 1))
 done
 ip -n srv link set lo up
 sleep 1
 
+now() { cut -d' ' -f1 /proc/uptime; }
 sender() { # sender I: iperf3 client of container I, PID in $!
-	sh -c "echo \$\$ > $CG/b$1/cgroup.procs; exec /usr/sbin/ip netns exec c$1 iperf3 -c 10.10.$1.2 -p $((5300 + $1)) -t 600 -i 0 >/dev/null 2>&1" &
+	sh -c "echo \$\$ > $CG/s$1/cgroup.procs; exec /usr/sbin/ip netns exec c$1 iperf3 -c 10.10.$1.2 -p $((5300 + $1)) -t 900 -i 0 >/dev/null 2>&1" &
 }
-usage() { sed -n 's/^usage_usec //p' $CG/b$1/cpu.stat; }
-
-# 1. sweep: container 1 alone, static quotas
-sender 1
-S=$!
-sleep 1
-wr $OSLAB/vif1/pid $S >/dev/null
-SWEEP=""
-for q in 10 20 30 40 60 100; do
-	echo "$((q * 1000)) 100000" > $CG/b1/cpu.max
-	sleep 2
-	b=$(avg 1 bw_mbps 3)
-	[ $q = 20 ] && B20=$b
-	SWEEP="$SWEEP $q:$b"
-	echo "# sweep quota_pct=$q bw_mbps=$b"
-done
-echo "max 100000" > $CG/b1/cpu.max
-kill $S
-wait $S 2>/dev/null
-wr $OSLAB/vif1/pid 0 >/dev/null
-# The SLO: what one container gets from 20% of a CPU, so N = 2 and 4 are
-# feasible next to the hog on two CPUs and N = 8 is not.
-GOAL=${BENCH_GOAL:-$B20}
-echo "# goal goal_mbps=$GOAL"
-# The smallest swept quota that meets the goal (>= 95%) on its own: the
-# static limit vif's CPU use is compared with (config staticmin).
-SMIN=100
-for qb in $SWEEP; do
-	if awk -v b=${qb#*:} -v g=$GOAL 'BEGIN { exit !(b >= 0.95 * g) }'; then
-		SMIN=${qb%%:*}
-		break
-	fi
-done
-echo "# smallest_static quota_pct=$SMIN"
-
-# 2. the hog: two busy loops, default weight, no limit
-mkdir -p $CG/hog
-for k in 1 2; do
-	sh -c "echo \$\$ > $CG/hog/cgroup.procs; while :; do :; done" &
-	HOGS="$HOGS $!"
-done
-
-# bytes CFG N: one snapshot of every container's veth byte count (rx + tx,
-# what vif counts), read at once from the server's side, stamped with the
-# middle of the read. Two of them give each container's exact mean over the
-# steady window; the 0.5 s samples of stat only see 40% of it.
-bytes() {
-	ta=$(cut -d' ' -f1 /proc/uptime)
-	b=$(ip netns exec srv cat /proc/net/dev | awk -F'[: ]+' '$2 ~ /^w[0-9]+$/ { printf " %s=%.0f", $2, $3 + $11 }')
-	echo "# bytes cfg=$1 n=$2 t=$(awk -v t0=$t0 -v ta=$ta '{print (ta + $1) / 2 - t0}' /proc/uptime)$b"
+# sampler N: every 100 ms, the uptime and the byte count (rx + tx, what vif
+# counts) of every server-side veth w1..wN, read in one pass; PID in $!
+sampler() {
+	/usr/sbin/ip netns exec srv awk -v n=$1 'BEGIN {
+		for (;;) {
+			getline up < "/proc/uptime"; close("/proc/uptime")
+			split(up, u, " ")
+			while ((getline l < "/proc/net/dev") > 0) {
+				sub(/^ +/, "", l)
+				k = split(l, f, /[: ]+/)
+				if (f[1] ~ /^w[0-9]+$/) b[substr(f[1], 2) + 0] = f[2] + f[10]
+			}
+			close("/proc/net/dev")
+			s = "# d t=" u[1]
+			for (i = 1; i <= n; i++) s = sprintf("%s %.0f", s, b[i])
+			print s
+			fflush()
+			system("sleep 0.1")
+		}
+	}' &
+}
+# usage: the CPU (usage_usec) of every SLO cgroup, the hog and the batch job
+usage() {
+	u=""
+	i=1
+	while [ $i -le $1 ]; do
+		u="$u,$(sed -n 's/^usage_usec //p' $CG/s$i/cpu.stat)"
+		i=$((i + 1))
+	done
+	echo "cpu=${u#,} hog_cpu=$(sed -n 's/^usage_usec //p' $CG/hog/cpu.stat) batch_cpu=$(sed -n 's/^usage_usec //p' $CG/batch/cpu.stat)"
+}
+# hog work units done so far (each hog thread appends its count per unit)
+units() { echo $(($(tail -n1 /tmp/hog1) + $(tail -n1 /tmp/hog2))); }
+mark() { # mark RUN NAME: a timestamped record with CPU and hog counters
+	echo "# mark run=$1 k=$2 t=$(now) $(usage $3) hog_units=$(units)"
+}
+# need MBPS: the quota (mCPU) one sender needs for MBPS, from the calibration
+# curve CURVE ("pct:mbps ..."), linear between points, extrapolated past the
+# ends; at least 10 m, at most the node (2000 m)
+need() {
+	echo "$CURVE" | awk -v g=$1 '{
+		for (i = 1; i <= NF; i++) { split($i, p, ":"); q[i] = p[1]; b[i] = p[2] }
+		k = 2
+		while (k < NF && b[k] < g) k++
+		if (b[k] > b[k - 1]) m = q[k - 1] + (g - b[k - 1]) * (q[k] - q[k - 1]) / (b[k] - b[k - 1])
+		else m = q[k]
+		m = int(m * 10 + 0.5)
+		if (m < 10) m = 10
+		if (m > 2000) m = 2000
+		print m
+	}'
+}
+# weight MCPU: cpu.weight of a container requesting MCPU, the kubelet's rule
+# (shares = m * 1024 / 1000, weight = 1 + (shares - 2) * 9999 / 262142)
+weight() {
+	sh_=$(($1 * 1024 / 1000))
+	[ $sh_ -lt 2 ] && sh_=2
+	echo $((1 + (sh_ - 2) * 9999 / 262142))
+}
+bytes_total() { # bytes_total N: all N veths' bytes now
+	ip netns exec srv cat /proc/net/dev | awk -F'[: ]+' -v n=$1 '$2 ~ /^w[0-9]+$/ && substr($2, 2) + 0 <= n { s += $3 + $11 } END { printf "%.0f", s }'
+}
+# measure N SECONDS: total Mbps of senders 1..N over SECONDS
+measure() {
+	a=$(bytes_total $1)
+	ta=$(now)
+	sleep $2
+	b=$(bytes_total $1)
+	tb=$(now)
+	awk -v a=$a -v b=$b -v ta=$ta -v tb=$tb 'BEGIN { printf "%.1f", (b - a) * 8 / (tb - ta) / 1e6 }'
+}
+stop_senders() {
+	for p in $*; do
+		kill $p
+		wait $p 2>/dev/null
+	done
 }
 
-# goal_of I G: container I's goal, G or, in a mixed run, MIXPCT's share of it
-goal_of() {
-	if [ -z "$MIXPCT" ]; then echo $2; else echo $(($2 * $(echo $MIXPCT | cut -d' ' -f$1) / 100)); fi
-}
-
-run() { # run CONFIG N GOAL; CONFIGmix: the same with MIXPCT's goals
-	cfg=$1
-	base=${cfg%mix}
-	vif=false
-	case $cfg in vif*) vif=true ;; esac
-	n=$2
-	g=$3
+# 1. the node's capacity: N senders, no limits, no hog, the whole VM
+for n in $(for s in $SCENARIOS; do echo $s | cut -d: -f2; done | sort -u); do
 	pids=""
 	i=1
 	while [ $i -le $n ]; do
-		case $base in
-		static) echo "$((200000 / (n + 1))) 100000" > $CG/b$i/cpu.max ;;
-		staticmin) echo "$((SMIN * 1000)) 100000" > $CG/b$i/cpu.max ;;
-		*) echo "max 100000" > $CG/b$i/cpu.max ;;
-		esac
-		[ $base = tbf ] && ip netns exec c$i /usr/sbin/tc qdisc add dev v$i root tbf rate $(goal_of $i $g)mbit burst 256kb latency 50ms
+		echo "max 100000" > $CG/s$i/cpu.max
 		sender $i
 		pids="$pids $!"
 		i=$((i + 1))
 	done
-	sleep 0.5
+	sleep 2
+	c=$(measure $n 4)
+	eval CAP_$n=$c
+	echo "# capacity n=$n mbps=$c"
+	stop_senders $pids
+	sleep 1
+done
+
+# 2. the best-effort hog: two threads, cpu.weight 1 (a BestEffort pod),
+# each counting work units of HOG_UNIT loop iterations
+mkdir -p $CG/hog $CG/batch
+echo 1 > $CG/hog/cpu.weight
+for k in 1 2; do
+	echo 0 > /tmp/hog$k
+	sh -c "echo \$\$ > $CG/hog/cgroup.procs; exec awk -v f=/tmp/hog$k -v u=$HOG_UNIT 'BEGIN { for (;;) { for (j = 0; j < u; j++) ; n++; printf \"%d\\n\", n >> f; close(f) } }'" &
+	HOGS="$HOGS $!"
+done
+sleep 1
+
+# 3. calibration curve: sender 1 alone next to the hog, one quota after the
+# other; the Guaranteed limits and the requests come from it. A point below
+# the one before is host noise (more CPU never moves less): the curve used
+# keeps the running maximum.
+CURVE=""
+used=0
+sender 1
+S=$!
+sleep 1
+for q in 10 20 35 50 75; do
+	echo "$((q * 1000)) 100000" > $CG/s1/cpu.max
+	sleep 1
+	b=$(measure 1 3)
+	used=$(awk -v b=$b -v u=$used 'BEGIN { print (b > u) ? b : u }')
+	echo "# curve quota_pct=$q mbps=$b used_mbps=$used"
+	CURVE="$CURVE $q:$used"
+done
+echo "max 100000" > $CG/s1/cpu.max
+stop_senders $S
+sleep 1
+
+# goals SCENARIO-N LOAD_PCT: two classes, containers 1..N/2 "low" with goal g,
+# the rest "high" with 2 g, all together LOAD_PCT % of the capacity at N
+goal_low() { eval c=\$CAP_$1; awk -v c=$c -v n=$1 -v l=$2 'BEGIN { printf "%d", 2 * l / 100 * c / (3 * n) }'; }
+
+run() { # run ID SCENARIO CONFIG N LOAD_PCT BATCH REP
+	id=$1
+	cfg=$3
+	n=$4
+	gl=$(goal_low $n $5)
+	pids=""
+	bpids=""
+	echo "# run id=$id scenario=$2 config=$cfg n=$n load_pct=$5 batch=$6 rep=$7 t=$(now)"
 	i=1
-	for p in $pids; do
-		$vif && wr $OSLAB/vif$i/goal $(goal_of $i $g) >/dev/null
-		wr $OSLAB/vif$i/pid $p >/dev/null
-		eval u0_$i=$(usage $i)
+	while [ $i -le $n ]; do
+		if [ $i -le $((n / 2)) ]; then g=$gl; cl=low; else g=$((2 * gl)); cl=high; fi
+		m=$(need $((g * (100 + HEAD_PCT) / 100)))
+		eval goal_$i=$g
+		echo $(weight $m) > $CG/s$i/cpu.weight
+		if [ $cfg = limits ]; then echo "$((m * 100)) 100000" > $CG/s$i/cpu.max; else echo "max 100000" > $CG/s$i/cpu.max; fi
+		[ $cfg = tbf ] && ip netns exec c$i /usr/sbin/tc qdisc add dev v$i root tbf rate $((g * (100 + HEAD_PCT) / 100))mbit burst 256kb latency 50ms
+		echo "# ctr run=$id i=$i class=$cl goal=$g request_m=$m weight=$(weight $m)"
+		sender $i
+		pids="$pids $!"
 		i=$((i + 1))
 	done
-	t0=$(cut -d' ' -f1 /proc/uptime)
-	samples=$((DUR * 2))
-	$vif && [ $n = 2 ] && samples=$((samples + 20))
-	k=0
-	while [ $k -lt $samples ]; do
-		# the steady window: from the ninth sample (t >= SETTLE_S of vif.py)
-		# to the end of DUR
-		[ $k = 8 ] || [ $k = $((DUR * 2)) ] && bytes $cfg $n
-		# CPU over the first DUR seconds, the window every config shares
-		# (vif at N = 2 goes on with a lowered goal).
-		if [ $k = $((DUR * 2)) ]; then
-			i=1
-			while [ $i -le $n ]; do
-				eval u0=\$u0_$i
-				echo "# cpu_window cfg=$cfg n=$n i=$i usec=$(($(usage $i) - u0))"
-				i=$((i + 1))
-			done
-		fi
-		if $vif && [ $n = 2 ] && [ $k = $((DUR * 2)) ]; then
-			g=$((g / 2))
-			echo "# goal_change cfg=$cfg n=$n t=$(awk -v t0=$t0 '{print $1 - t0}' /proc/uptime) goal=$g"
-			for s in 1 2; do wr $OSLAB/vif$s/goal $g >/dev/null; done
-		fi
-		t=$(awk -v t0=$t0 '{print $1 - t0}' /proc/uptime)
+	if [ $6 = 1 ]; then
+		# a Burstable batch job requesting 1500 m (weight 59), no limit
+		echo $(weight 1500) > $CG/batch/cpu.weight
+		for k in 1 2; do
+			sh -c "echo \$\$ > $CG/batch/cgroup.procs; while :; do :; done" &
+			bpids="$bpids $!"
+		done
+	fi
+	sleep 0.5
+	if [ $cfg = vif ]; then
 		i=1
-		while [ $i -le $n ]; do
-			echo "# s cfg=$cfg n=$n t=$t i=$i goal=$(goal_of $i $g) $(cut -d' ' -f4-10 $OSLAB/vif$i/stat)"
+		for p in $pids; do
+			eval g=\$goal_$i
+			wr $OSLAB/vif$i/goal $g >/dev/null
+			wr $OSLAB/vif$i/pid $p >/dev/null
 			i=$((i + 1))
 		done
-		sleep 0.5
-		k=$((k + 1))
-	done
-	[ $k = $((DUR * 2)) ] && bytes $cfg $n
-	el=$(awk -v t0=$t0 '{print $1 - t0}' /proc/uptime)
+	fi
+	sampler $n
+	sp=$!
+	mark $id start $n
+	sleep $SETTLE
+	mark $id steady_start $n
+	sleep $STEADY
+	mark $id steady_end $n
+	# the goal change: the low class's goals go up by half, each config
+	# doing what it would (vif: the goal; tbf: the rate; limits: an in-place
+	# resize to the curve's quota; requests: the new request's weight)
 	i=1
-	for p in $pids; do
-		eval u0=\$u0_$i
-		echo "# cpu cfg=$cfg n=$n i=$i usec=$(($(usage $i) - u0)) elapsed=$el"
-		kill $p
-		wait $p 2>/dev/null
-		wr $OSLAB/vif$i/pid 0 >/dev/null
-		[ $base = tbf ] && ip netns exec c$i /usr/sbin/tc qdisc del dev v$i root
+	while [ $i -le $((n / 2)) ]; do
+		g=$((gl * 3 / 2))
+		m=$(need $((g * (100 + HEAD_PCT) / 100)))
+		case $cfg in
+		vif) wr $OSLAB/vif$i/goal $g >/dev/null ;;
+		tbf) ip netns exec c$i /usr/sbin/tc qdisc change dev v$i root tbf rate $((g * (100 + HEAD_PCT) / 100))mbit burst 256kb latency 50ms ;;
+		limits) echo "$((m * 100)) 100000" > $CG/s$i/cpu.max ;;
+		esac
+		echo $(weight $m) > $CG/s$i/cpu.weight
 		i=$((i + 1))
 	done
-	sleep 1
+	echo "# change run=$id t=$(now) goal_low=$((gl * 3 / 2))"
+	sleep $AFTER
+	mark $id end $n
+	kill $sp
+	wait $sp 2>/dev/null
+	stop_senders $bpids
+	i=1
+	for p in $pids; do
+		[ $cfg = vif ] && wr $OSLAB/vif$i/pid 0 >/dev/null
+		kill $p
+		wait $p 2>/dev/null
+		[ $cfg = tbf ] && ip netns exec c$i /usr/sbin/tc qdisc del dev v$i root
+		echo "max 100000" > $CG/s$i/cpu.max
+		i=$((i + 1))
+	done
+	echo "# end run=$id t=$(now)"
+	sleep 0.5
 }
 
-for n in ${BENCH_N:-2 4 8}; do
-	for cfg in vif static staticmin none tbf; do
-		run $cfg $n $GOAL
-	done
-done
-# Mixed goals: N = 4 with goals of MIXPCT percent of the SLO (cfg CONFIGmix).
-# With one goal for all, no limit is an upper bound for any quota; with
-# different goals an even split of the CPU starves the high ones.
-MIXPCT=${BENCH_MIX:-50 50 150 150}
-[ "$(echo $MIXPCT | wc -w)" = 4 ] || { echo "BENCH_MIX '$MIXPCT': four percentages"; exit $KSFT_FAIL; }
-echo "# mix goal_pct=$(echo $MIXPCT | tr ' ' ',')"
-for cfg in vif static none tbf; do
-	run ${cfg}mix 4 $GOAL
-done
-MIXPCT=
-# period_ms sweep: vif, N = 2 with the goal change, next to the same hog,
-# the module reloaded with each period (cfg vifpP)
-for pm in ${BENCH_PERIODS:-100 200 500}; do
-	unload
-	load period_ms=$pm || { echo "insmod period_ms=$pm failed"; exit $KSFT_FAIL; }
-	run vifp$pm 2 $GOAL
-done
-# tol_pct sweep: the same run at the default period with each hysteresis
-# band (cfg viftTrK: band T, repetition K), the measurement behind the default
-# tol_pct. Run to run, spread varies as much as between bands, so the bands
-# take turns within each repetition and drift on the host hits them alike.
+# 4. the runs: repetition after repetition; within one, every scenario, its
+# configurations in an order rotated by the repetition
+id=0
 rep=1
-while [ $rep -le ${BENCH_TOL_REPEATS:-3} ]; do
-	for tp in ${BENCH_TOLS:-1 2 5}; do
-		unload
-		load period_ms=${VIF_PERIOD_MS:-200} tol_pct=$tp || { echo "insmod tol_pct=$tp failed"; exit $KSFT_FAIL; }
-		run vift${tp}r$rep ${BENCH_TOL_N:-2} $GOAL
+while [ $rep -le $REPS ]; do
+	for s in $SCENARIOS; do
+		set -- $(echo $s | tr ':' ' ')
+		order=$(echo $CONFIGS | awk -v r=$rep '{ for (i = 0; i < NF; i++) printf "%s ", $((i + r - 1) % NF + 1) }')
+		for cfg in $order; do
+			id=$((id + 1))
+			run $id $1 $cfg $2 $3 $4 $rep
+		done
 	done
 	rep=$((rep + 1))
 done
-unload
-load period_ms=${VIF_PERIOD_MS:-200} || { echo "insmod failed"; exit $KSFT_FAIL; }
-kill $HOGS
-
-# 3. module overhead: all 64 slots claimed by idle processes with goals
-i=1
-while [ $i -le 64 ]; do
-	mkdir -p $CG/o$i
-	spawn_idle o$i
-	wr $OSLAB/vif$i/goal 100 >/dev/null
-	wr $OSLAB/vif$i/pid $! >/dev/null
-	i=$((i + 1))
-done
-kw() { for f in /proc/[0-9]*/stat; do case "$(cut -d' ' -f2 $f 2>/dev/null)" in *kworker*) cut -d' ' -f14,15 $f ;; esac; done | awk '{ s += $1 + $2 } END { print s + 0 }'; }
-a=$(kw)
-t0=$(cut -d' ' -f1 /proc/uptime)
-sleep 10
-echo "# overhead slots=64 kworker_ticks=$(($(kw) - a)) seconds=$(awk -v t0=$t0 '{print $1 - t0}' /proc/uptime) hz=100"
+stop_senders $HOGS
 unload
 exit 0

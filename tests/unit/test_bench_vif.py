@@ -1,159 +1,125 @@
-"""infra/bench/vif.py's summary, on records shaped as vif_bench.sh prints them."""
+"""infra/bench/vif_analysis.py: metrics and intervals, on synthetic vif_bench.sh records."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from infra.bench import vif
+from infra.bench import vif_analysis as va
 
 pytestmark = pytest.mark.unit
 
 
-def _run(cfg: str, n: int, bws: list[float], usec: int, window_usec: int | None = None) -> str:
-    lines = []
-    for i in range(1, n + 1):
-        for k, bw in enumerate(bws):
-            lines.append(
-                f"# s cfg={cfg} n={n} t={k * 0.5} i={i} goal=200 bw_mbps={bw} quota_us=max"
-            )
-        if window_usec is not None:
-            lines.append(f"# cpu_window cfg={cfg} n={n} i={i} usec={window_usec}")
-        lines.append(f"# cpu cfg={cfg} n={n} i={i} usec={usec} elapsed=16")
+def _counter(rates: list[tuple[float, float]], step: float = 0.1, end: float = 20.0):
+    """Byte-counter samples from (start time, Mbps) steps."""
+    ts, counts, c = [], [], 0.0
+    for j in range(round(end / step) + 1):
+        t = round(j * step, 6)
+        ts.append(t)
+        counts.append(c)
+        rate = [r for s, r in rates if s <= t + 1e-9][-1]
+        c += rate * 1e6 / 8 * step
+    return ts, counts
+
+
+def test_mbps_interpolates_the_counter() -> None:
+    ts, counts = _counter([(0.0, 100.0)])
+    assert va.mbps(ts, counts, 1.05, 3.05) == pytest.approx(100.0)
+    assert va.mbps(ts, counts, -1.0, 3.0) is None
+
+
+def test_cv() -> None:
+    assert va.cv([1.0, 1.0, 1.0]) == 0.0
+    assert va.cv([1.0]) is None
+    assert va.cv([90.0, 110.0]) == pytest.approx(math.sqrt(200) / 100)
+
+
+def test_settling_on_a_step() -> None:
+    # 100 Mbps, at t=10 the goal goes to 150 and the bandwidth follows at t=10.6
+    ts, counts = _counter([(0.0, 100.0), (10.6, 151.0)])
+    s = va.settling(ts, counts, 10.0, 150.0)
+    # the centred mean is in 0.95-1.10 x 150 once (142.5 - 100) / 51 of its window
+    # is past the step: the smoothing adds (0.83 - 0.5) x SMOOTH_S, ~0.17 s
+    lag = ((142.5 - 100) / 51 - 0.5) * va.SMOOTH_S
+    assert s == pytest.approx(0.6 + lag, abs=0.11)
+
+
+def test_settling_needs_two_seconds_in_the_band() -> None:
+    # enters the band at once, drops out after 1 s, comes back at 13 s
+    ts, counts = _counter([(0.0, 150.0), (11.0, 100.0), (13.0, 150.0)])
+    s = va.settling(ts, counts, 10.0, 150.0)
+    assert s is not None and 2.9 <= s <= 3.6
+    # never in the band: over-delivering at 2x
+    ts, counts = _counter([(0.0, 300.0)])
+    assert va.settling(ts, counts, 10.0, 150.0) is None
+
+
+def _run(
+    rid: int, cfg: str, rep: int, rates: list[float], *, goals: list[int], hog: int, cpu: int
+) -> str:
+    n = len(rates)
+    lines = [f"# run id={rid} scenario=n4l50 config={cfg} n={n} load_pct=50 batch=0 rep={rep} t=0"]
+    for i, g in enumerate(goals, 1):
+        cl = "low" if i <= n // 2 else "high"
+        lines.append(f"# ctr run={rid} i={i} class={cl} goal={g} request_m=100 weight=4")
+    t0 = 100.0 * rid
+    marks = {"start": 0.0, "steady_start": 4.0, "steady_end": 9.0, "end": 14.0}
+    for k, dt in marks.items():
+        used = ",".join(str(int(cpu * dt)) for _ in rates)
+        lines.append(
+            f"# mark run={rid} k={k} t={t0 + dt} cpu={used} hog_cpu={int(5e5 * dt)} "
+            f"batch_cpu= hog_units={int(hog * dt)}"
+        )
+        if k == "steady_end":
+            lines.append(f"# change run={rid} t={t0 + dt} goal_low={goals[0]}")
+    for j in range(141):
+        t = j * 0.1
+        lines.append(f"# d t={t0 + t:.3f} " + " ".join(f"{r * 1e6 / 8 * t:.0f}" for r in rates))
+    lines.append(f"# end run={rid} t={t0 + 14}")
     return "\n".join(lines)
 
 
-def test_cpu_ratio_uses_the_shared_window() -> None:
-    steady = [250.0] * 40
-    output = "\n".join(
-        [
-            "# goal goal_mbps=200",
-            "# sweep quota_pct=10 bw_mbps=100",
-            "# sweep quota_pct=20 bw_mbps=200",
-            # vif runs on past the window: only its window CPU is compared.
-            _run("vif", 2, steady, usec=9_000_000, window_usec=3_000_000),
-            _run("staticmin", 2, steady, usec=4_000_000),
-        ]
-    )
-    summary = vif.summarize(output)
-    assert summary["smallest_static_quota_pct_meeting_goal"] == 20
-    (ratio,) = summary["cpu_vs_smallest_static"]
-    assert (ratio["vif_cpu_s"], ratio["smallest_static_cpu_s"], ratio["ratio"]) == (6.0, 8.0, 0.75)
-    assert ratio["within_target"]
+def test_summary_pairs_repetitions_and_judges_targets() -> None:
+    goals = [100, 100, 200, 200]
+    parts = ["# capacity n=4 mbps=1200", "# curve quota_pct=10 mbps=100"]
+    rid = 0
+    for rep in range(1, 6):
+        for cfg, rates, cpu in (
+            ("requests", [150 + rep, 150 - rep, 250 + rep, 250 - rep], 200_000),
+            ("limits", [95, 96, 190, 191], 100_000),
+            ("tbf", [97, 97, 194, 194], 100_000),
+            ("vif", [101, 101, 202, 202], 100_000 + 1000 * rep),
+        ):
+            rid += 1
+            parts.append(
+                _run(rid, cfg, rep, [float(r) for r in rates], goals=goals, hog=10, cpu=cpu)
+            )
+    parsed = va.parse("\n".join(parts))
+    assert len(parsed["runs"]) == 20
+    vif_run = next(r for r in parsed["runs"] if r["config"] == "vif")
+    assert vif_run["mean_mbps"] == pytest.approx([101, 101, 202, 202], rel=1e-3)
+    assert vif_run["slo_met_share"] == 1.0
+    assert vif_run["worst_settling_s"] == 0.0
+    assert vif_run["hog_units_per_s"] == pytest.approx(10.0)
+    limits = next(r for r in parsed["runs"] if r["config"] == "limits")
+    assert (limits["slo_met_share"], limits["slo_met95_share"]) == (0.0, 1.0)
+    s = va.summarize(parsed)
+    assert s["reps"] == 5
+    met = s["scenarios"]["n4l50"]["vif"]["slo_met_share"]
+    assert (met["n"], met["mean"]) == (5, 1.0)
+    t = s["targets"]["n4l50"]
+    assert t["vif_meets_every_slo"]["met"]
+    # steady rates: vif's CV is 0, requests' is not
+    assert t["spread_le_tenth_of_requests"]["low"]["met"]
+    # vif uses 1.01-1.05x tbf's CPU per Mbps for 202/194 of its bandwidth
+    cpu = s["comparisons"]["n4l50"]["vif_over_tbf"]["mcpu_per_mbps"]
+    assert cpu["n"] == 5 and cpu["mean"] < 1.05
+    assert t["settling_le_1_s"]["runs_settled"] == 5
 
 
-def test_spread_and_slo_met() -> None:
-    output = "\n".join(
-        [
-            "# goal goal_mbps=200",
-            _run("static", 1, [200.0] * 40, 1),
-            _run("none", 1, [150.0] * 40, 1),
-        ]
-    )
-    rows = {c["config"]: c for c in vif.summarize(output)["configs"]}
-    assert rows["static"]["slo_met_share"] == 1.0
-    assert rows["none"]["slo_met_share"] == 0.0
-    assert vif.summarize(output)["cpu_vs_smallest_static"] == []
-
-
-def test_tol_sweep_repetitions_are_kept_apart_and_summarized() -> None:
-    def pair(cfg: str, a: float, b: float) -> str:
-        # Two containers at their own steady bandwidth, goal 200.
-        return "\n".join(
-            f"# s cfg={cfg} n=2 t={k * 0.5} i={i} goal=200 bw_mbps={bw} quota_us=max"
-            for i, bw in ((1, a), (2, b))
-            for k in range(40)
-        )
-
-    output = "\n".join(
-        [
-            "# goal goal_mbps=200",
-            pair("vift2r1", 200.0, 202.0),  # spread 1%
-            pair("vift5r1", 200.0, 210.0),  # 5%
-            pair("vift2r2", 200.0, 206.0),  # 3%
-            pair("vift5r2", 200.0, 200.0),  # 0%
-        ]
-    )
-    summary = vif.summarize(output)
-    assert [(r["tol_pct"], r["run"], r["spread_pct_of_goal"]) for r in summary["tol_sweep"]] == [
-        (2, 1, 1.0),
-        (2, 2, 3.0),
-        (5, 1, 5.0),
-        (5, 2, 0.0),
-    ]
-    by = {r["tol_pct"]: r for r in summary["tol_by_setting"]}
-    assert by[2]["spread_pct_of_goal"] == [1.0, 3.0]
-    assert (by[2]["mean_spread_pct_of_goal"], by[2]["worst_spread_pct_of_goal"]) == (2.0, 3.0)
-    assert (by[5]["runs"], by[5]["mean_spread_pct_of_goal"]) == (2, 2.5)
-    assert by[5]["slo_met_share_min"] == 1.0
-    # no configuration runs besides the sweep
-    assert summary["configs"] == []
-
-
-def test_a_sweep_run_without_repetition_is_run_one() -> None:
-    output = "\n".join(["# goal goal_mbps=200", _run("vifp200", 2, [200.0] * 40, 1)])
-    (row,) = vif.summarize(output)["period_sweep"]
-    assert (row["period_ms"], row["run"]) == (200, 1)
-
-
-def test_tol_repeats_out_of_range_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        vif.main(["--tol-repeats", "0"])
-    assert exc.value.code == 2
-    assert "--tol-repeats 0: between 1 and 20" in capsys.readouterr().err
-
-
-def test_byte_counters_give_the_means_when_the_run_has_them() -> None:
-    # The samples say 250 and 150 Mbps; the counters, over 10 s: 200 and 196 Mbps.
-    noisy = "\n".join(
-        f"# s cfg=vif n=2 t={k * 0.5} i={i} goal=200 bw_mbps={bw} quota_us=1"
-        for i, bw in ((1, 250.0), (2, 150.0))
-        for k in range(40)
-    )
-    output = "\n".join(
-        [
-            "# goal goal_mbps=200",
-            noisy,
-            "# bytes cfg=vif n=2 t=4.5 w1=1000 w2=2000",
-            "# bytes cfg=vif n=2 t=9.5 w1=1000000 w2=2000",  # a middle snapshot is not used
-            f"# bytes cfg=vif n=2 t=14.5 w1={1000 + 250_000_000} w2={2000 + 245_000_000}",
-            _run("tbf", 1, [190.0] * 40, 1),  # no snapshots: the samples' mean
-        ]
-    )
-    rows = {c["config"]: c for c in vif.summarize(output)["configs"]}
-    assert rows["vif"]["mean_from"] == "byte counters"
-    assert rows["vif"]["mean_bw_mbps"] == [200.0, 196.0]
-    assert rows["vif"]["spread_pct_of_goal"] == 2.0
-    assert rows["vif"]["slo_met_share"] == 1.0
-    assert (rows["vif"]["sampled_mean_bw_mbps"], rows["vif"]["sampled_spread_pct_of_goal"]) == (
-        [250.0, 150.0],
-        50.0,
-    )
-    assert (rows["tbf"]["mean_from"], rows["tbf"]["mean_bw_mbps"]) == ("samples", [190.0])
-
-
-def test_mixed_goals_are_judged_against_each_containers_own_goal() -> None:
-    def run(cfg: str, bws: tuple[float, ...], goals: tuple[int, ...]) -> str:
-        return "\n".join(
-            f"# s cfg={cfg} n=2 t={k * 0.5} i={i} goal={g} bw_mbps={bw} quota_us=1"
-            for i, (bw, g) in enumerate(zip(bws, goals, strict=True), start=1)
-            for k in range(40)
-        )
-
-    output = "\n".join(
-        [
-            "# goal goal_mbps=200",
-            "# mix goal_pct=50,150",
-            run("vifmix", (101.0, 303.0), (100, 300)),  # both met, 1% over each
-            run("nonemix", (250.0, 250.0), (100, 300)),  # the high one starved
-        ]
-    )
-    summary = vif.summarize(output)
-    assert summary["configs"] == []
-    mixed = summary["mixed_goals"]
-    assert mixed["goal_pct"] == [50, 150]
-    rows = {c["config"]: c for c in mixed["configs"]}
-    assert rows["vifmix"]["goal_mbps"] == [100.0, 300.0]
-    assert (rows["vifmix"]["slo_met_share"], rows["vifmix"]["spread_pct_of_goal"]) == (1.0, 0.0)
-    assert rows["nonemix"]["slo_met_share"] == 0.5
-    # 250% of its goal against 83%: the spread is of each one's share of its own goal
-    assert rows["nonemix"]["spread_pct_of_goal"] == 166.7
+def test_interleaved_order_is_kept_per_repetition() -> None:
+    a = [{"rep": 1, "x": 2.0, "by_class": {}}, {"rep": 2, "x": 4.0, "by_class": {}}]
+    b = [{"rep": 2, "x": 2.0, "by_class": {}}, {"rep": 1, "x": 1.0, "by_class": {}}]
+    r = va._paired(a, b, "x")
+    assert (r["n"], r["mean"]) == (2, 2.0)

@@ -94,7 +94,8 @@ def report_lines(summary: dict[str, Any]) -> list[str]:
                 f"mCPU/Mbps {ci(st['mcpu_per_mbps'])} hog {ci(st['hog_units_per_s'])} u/s "
                 f"settle {ci(st['worst_settling_s'])} s"
             )
-    lines.append(json.dumps(summary["targets"], indent=1))
+    lines += summary["verdicts"]
+    lines += [f"batch job: {k} {v['mean']} ({v['vif']})" for k, v in summary["batch_job"].items()]
     return lines
 
 

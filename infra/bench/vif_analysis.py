@@ -354,14 +354,109 @@ def summarize(parsed: Mapping[str, Any]) -> dict[str, Any]:
                 },
             }
         comparisons[s] = comp
+    goals = targets(grouped, comparisons)
     return {
         "capacity_mbps": parsed["capacity_mbps"],
         "curve": parsed["curve"],
         "reps": min((len(v) for per in grouped.values() for v in per.values()), default=0),
         "scenarios": scenarios,
         "comparisons": comparisons,
-        "targets": targets(grouped, comparisons),
+        "sweep": sweep_table(scenarios),
+        "batch_job": batch_verdict(grouped.get(BATCH, {})),
+        "targets": goals,
+        "verdicts": verdicts(goals),
     }
+
+
+def sweep_table(scenarios: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per total goal: each configuration's SLOs met and delivered / goal per class."""
+    out = []
+    for s in SWEEP:
+        per = scenarios.get(s)
+        if not per:
+            continue
+        out.append(
+            {
+                "scenario": s,
+                "load_pct": int(s.split("l")[1]),
+                **{
+                    cfg: {
+                        "slo_met_share": st["slo_met_share"]["mean"],
+                        "slo_met95_share": st["slo_met95_share"]["mean"],
+                        **{
+                            f"{cl}_delivered_over_goal": st["by_class"][cl]["delivered_over_goal"][
+                                "mean"
+                            ]
+                            for cl in st["by_class"]
+                        },
+                    }
+                    for cfg, st in per.items()
+                },
+            }
+        )
+    return out
+
+
+def side(stat: Mapping[str, Any]) -> str:
+    """Which side of zero a difference's interval is on."""
+    ci = stat.get("ci95")
+    if stat.get("mean") is None:
+        return "no data"
+    if ci and ci[1] < 0:
+        return "loses"
+    if ci and ci[0] > 0:
+        return "wins"
+    return "cannot be told apart"
+
+
+def batch_verdict(per: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
+    """vif next to a Burstable batch job: SLOs met against each baseline, paired."""
+    vif = {r["rep"]: r for r in per.get("vif", [])}
+    out: dict[str, Any] = {}
+    for base in ("requests", "limits", "tbf"):
+        pairs = [(vif[r["rep"]], r) for r in per.get(base, []) if r["rep"] in vif]
+        if not pairs:
+            continue
+        for key in ("slo_met_share", "slo_met95_share"):
+            diff = interval([float(a[key]) - float(b[key]) for a, b in pairs])
+            out[f"vif_minus_{base}_{key}"] = {**_rounded(diff), "vif": side(diff)}
+    return out
+
+
+def verdicts(goals: Mapping[str, Any]) -> list[str]:
+    """One line per target and scenario: met, or missed by how much."""
+    lines = []
+    for s, t in goals.items():
+        m = t["vif_meets_every_slo"]
+        lines.append(
+            f"{s}: vif met {100 * (m['vif_slo_met_share']['mean'] or 0):.0f}% of SLOs "
+            f"(target 100%): {'met' if m['met'] else 'missed'}"
+        )
+        for cl, sp in t["spread_le_tenth_of_requests"].items():
+            lines.append(
+                f"{s}: {cl} class CV vif/requests {sp['mean_over_bound'] * SPREAD_TARGET:.2f} "
+                f"(target <= {SPREAD_TARGET}): "
+                + ("met" if sp["met"] else f"missed by {sp['mean_over_bound']:.1f}x")
+            )
+        c = t["cpu_per_mbps_le_1_05_tbf"]
+        if c:
+            lines.append(
+                f"{s}: CPU per Mbps vif/tbf {c['mean_over_bound'] * CPU_TARGET:.2f} "
+                f"(target <= {CPU_TARGET}): "
+                + ("met" if c["met"] else f"missed by {c['mean_over_bound']:.2f}x")
+            )
+        st = t["settling_le_1_s"]
+        lines.append(
+            f"{s}: vif settled within the run in {st['runs_settled']} of {st['runs']} runs"
+            + (
+                f", worst container {st['mean_over_bound'] * SETTLE_TARGET_S:.2f} s on their mean"
+                if st["mean_over_bound"] is not None
+                else ""
+            )
+            + f" (target <= {SETTLE_TARGET_S} s): "
+            + ("met" if st["met"] and st["runs_settled"] == st["runs"] else "missed")
+        )
+    return lines
 
 
 def targets(

@@ -112,16 +112,26 @@ def plot(summary: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], path: Pa
     ax.set_ylabel("work units / s")
     ax.set_title("best-effort hog's progress", fontsize=9)
     ax = axes[1][1]
-    _grouped(ax, summary, runs, scen, "worst_settling_s")
-    ax.axhline(1.0, color="red", ls="--", lw=0.8)
-    ax.set_ylabel("s (runs where every low container settled)")
-    ax.set_title("settling after the goal change (worst container; 1 s target dashed)", fontsize=9)
+    # Most quota-throttled runs never settle under emulation: the share that did
+    # is the bar, the mean settling time of those that did is the label.
+    _grouped(ax, summary, runs, scen, "settled_share", scale=100.0)
+    for k, cfg in enumerate(CONFIGS):
+        for g, s in enumerate(scen):
+            st = summary["scenarios"].get(s, {}).get(cfg, {}).get("worst_settling_s", {})
+            if st.get("mean") is not None:
+                ax.text(g + (k - 1.5) * WIDTH, 2, f"{st['mean']:.1f}s", ha="center", fontsize=6)
+    ax.set_ylabel("% of low-class containers settled within the run")
+    ax.set_title(
+        "settling after the goal change: 0.5 s mean in 0.95-1.10 x goal for 2 s\n"
+        "(label: worst container's time, mean over runs where all settled; target 1 s)",
+        fontsize=9,
+    )
     _sweep(axes[1][2], summary)
     h = summary["host"]
     load = summary.get("host_load", {})
     fig.suptitle(
         f"vif vs native requests / Guaranteed limits / tbf, {summary['reps']} interleaved reps, "
-        f"mean and 95% t interval, dots are runs; {h['date']}, commit {h['commit'][:10]}, "
+        f"mean and 95% t interval, dots are runs\n{h['date']}, commit {h['commit'][:10]}, "
         f"VM kernel {summary.get('vm_kernel')}, host load before/after "
         f"{load.get('before')} / {load.get('after')}",
         fontsize=10,

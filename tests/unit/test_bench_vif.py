@@ -123,3 +123,23 @@ def test_interleaved_order_is_kept_per_repetition() -> None:
     b = [{"rep": 2, "x": 2.0, "by_class": {}}, {"rep": 1, "x": 1.0, "by_class": {}}]
     r = va._paired(a, b, "x")
     assert (r["n"], r["mean"]) == (2, 2.0)
+
+
+def test_side_of_a_difference() -> None:
+    assert va.side({"mean": -0.5, "ci95": [-0.8, -0.2]}) == "loses"
+    assert va.side({"mean": 0.5, "ci95": [0.2, 0.8]}) == "wins"
+    assert va.side({"mean": 0.1, "ci95": [-0.2, 0.4]}) == "cannot be told apart"
+    assert va.side({"mean": None, "ci95": None}) == "no data"
+
+
+def test_batch_verdict_pairs_repetitions() -> None:
+    def r(cfg: str, rep: int, met: float) -> dict[str, object]:
+        return {"config": cfg, "rep": rep, "slo_met_share": met, "slo_met95_share": met}
+
+    per = {
+        "vif": [r("vif", k, 0.25) for k in range(1, 6)],
+        "requests": [r("requests", k, 0.5 + 0.01 * k) for k in range(1, 6)],
+    }
+    v = va.batch_verdict(per)  # type: ignore[arg-type]
+    assert v["vif_minus_requests_slo_met_share"]["vif"] == "loses"
+    assert v["vif_minus_requests_slo_met_share"]["n"] == 5

@@ -19,9 +19,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -29,12 +27,14 @@ import stat
 import subprocess
 import sys
 import tempfile
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
+from infra import gotool
 from infra.config import load_versions
 from infra.paths import cache_dir, repo_root
+
+# The go.sum hash of a module zip: what kubernetes.module_sum pins.
+go_module_h1 = gotool.module_h1
 
 __all__ = [
     "KubernetesSource",
@@ -186,25 +186,8 @@ def patch_files(patch: Path) -> dict[str, str]:
     return files
 
 
-def go_module_h1(zip_path: Path) -> str:
-    """The go.sum ``h1:`` hash of a module zip (golang.org/x/mod/sumdb/dirhash Hash1)."""
-    summary = hashlib.sha256()
-    with zipfile.ZipFile(zip_path) as zf:
-        for name in sorted(zf.namelist()):
-            if "\n" in name:
-                raise PatchError(f"{zip_path}: file name with a newline: {name!r}")
-            digest = hashlib.sha256(zf.read(name)).hexdigest()
-            summary.update(f"{digest}  {name}\n".encode())
-    return "h1:" + base64.b64encode(summary.digest()).decode()
-
-
-@dataclass(frozen=True)
-class KubernetesSource:
-    """The pinned ``k8s.io/kubernetes`` module in the Go module cache (read-only)."""
-
-    version: str
-    dir: Path
-    zip: Path
+# The module in the Go module cache (read-only): its version, tree and zip.
+KubernetesSource = gotool.Module
 
 
 def download_kubernetes(
@@ -219,29 +202,10 @@ def download_kubernetes(
     if version is None or module_sum is None:
         pin = load_versions().kubernetes
         version, module_sum = version or pin.version, module_sum or pin.module_sum
-    module = f"k8s.io/kubernetes@{version}"
-    env = dict(os.environ, GOFLAGS="-mod=mod", GONOSUMDB="k8s.io/kubernetes", GOTOOLCHAIN="local")
-    try:
-        proc = subprocess.run(
-            ["go", "mod", "download", "-json", module],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except FileNotFoundError as exc:
-        raise PatchError("go is not on PATH: run `make setup`") from exc
-    info = json.loads(proc.stdout or "{}")
-    if proc.returncode != 0 or "Error" in info:
-        detail = info.get("Error") or proc.stderr.strip()
-        raise PatchError(f"cannot fetch {module} through the Go module proxy: {detail}")
-    src = KubernetesSource(version=version, dir=Path(info["Dir"]), zip=Path(info["Zip"]))
-    actual = go_module_h1(src.zip)
-    if actual != module_sum:
-        raise PatchError(
-            f"{module}: zip hash {actual} does not match kubernetes.module_sum "
-            f"{module_sum} in versions.yml"
-        )
+    module = "k8s.io/kubernetes"
+    env = gotool.go_env(nosum=(module,))
+    src = gotool.download_one(module, version, Path.cwd(), env, error=PatchError)
+    gotool.check_sum(src, "kubernetes.module_sum", module_sum, error=PatchError)
     return src
 
 

@@ -32,9 +32,7 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,7 +41,9 @@ from typing import Any
 
 import yaml
 
-from infra.paths import cache_dir, repo_root
+from infra import gotool
+from infra.gotool import Module
+from infra.paths import cache_dir, repo_root, staged
 
 LOG_PREFIX = "[pulumi-engine]"
 
@@ -55,9 +55,9 @@ CLI_MAIN = PKG_MODULE + "/cmd/pulumi"
 CLI_VERSION_VAR = SDK_MODULE + "/go/common/version.Version"
 K8S_VERSION_VAR = K8S_PROVIDER_MODULE + "/pkg/version.Version"
 
-# The provider's pseudo-versions are not in sum.golang.org (lookups answer
-# 404), so the go command must not ask it; those modules are verified against
-# our own pinned h1: hashes instead (see _verify_sum).
+# The provider's pseudo-versions are not in sum.golang.org, so the go command
+# must not ask it; those modules are checked against our own pinned h1: hashes
+# instead (see _verify_sum).
 GONOSUMDB = "github.com/pulumi/pulumi-kubernetes/provider"
 
 # Launcher scripts shipped in the SDK module that the CLI distribution puts
@@ -223,7 +223,7 @@ def load_pins(pulumi_version: str, kubernetes_version: str) -> tuple[PulumiPin, 
 def _engine_sources() -> list[Path]:
     """Files whose content decides what gets built (hashed into the cache key)."""
     engine_dir = repo_root() / "infra" / "engine"
-    files = [Path(__file__).resolve()]
+    files = [Path(__file__).resolve(), Path(gotool.__file__).resolve()]
     if engine_dir.is_dir():
         files += sorted(p for p in engine_dir.rglob("*") if p.is_file())
     return files
@@ -261,85 +261,28 @@ def plugin_dir(home: Path, version: str) -> Path:
 
 
 def go_version() -> str:
-    try:
-        out = subprocess.run(["go", "env", "GOVERSION"], check=True, capture_output=True, text=True)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        raise EngineError("the Go toolchain (go) is required to build the Pulumi engine") from exc
-    return out.stdout.strip()
+    return gotool.go_version(error=EngineError)
 
 
 def _go_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # -mod=mod lets go record sums of dependencies missing from upstream's
-    # go.sum (checked against sum.golang.org); -p=2 because the lab machine has
-    # two shared cores.
-    env["GOFLAGS"] = "-mod=mod -p=2 -buildvcs=false"
-    nosum = [p for p in (env.get("GONOSUMDB", ""), GONOSUMDB) if p]
-    env["GONOSUMDB"] = ",".join(nosum)
-    env.setdefault("GOTOOLCHAIN", "local")
-    env.setdefault("CGO_ENABLED", "0")
-    return env
+    # -p=2 because the lab machine has two shared cores.
+    return gotool.go_env(nosum=(GONOSUMDB,), jobs=2)
 
 
 def _run(cmd: Sequence[str], cwd: Path, what: str, env: Mapping[str, str] | None = None) -> str:
-    """Run a (niced) go command; on failure raise with its output and `what`."""
-    full = ["nice", "-n", "10", *cmd]
-    proc = subprocess.run(
-        full, cwd=cwd, env=dict(env or _go_env()), capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-25:])
-        raise EngineError(f"{what} failed ({shlex.join(cmd)}):\n{tail}")
-    return proc.stdout
+    return gotool.run(cmd, cwd, what, env or _go_env(), error=EngineError)
 
 
-@dataclass(frozen=True)
-class Downloaded:
-    path: str
-    version: str
-    dir: Path
-    sum: str
-    gomod_sum: str
-
-
-def go_download(module: str, version: str, work: Path) -> Downloaded:
+def go_download(module: str, version: str, work: Path) -> Module:
     """Fetch a module through the proxy and return where it landed."""
-    proc = subprocess.run(
-        ["go", "mod", "download", "-json", f"{module}@{version}"],
-        cwd=work,
-        env=_go_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    try:
-        info: Any = json.loads(proc.stdout) if proc.stdout.strip() else {}
-    except json.JSONDecodeError:
-        info = {}
-    if proc.returncode != 0 or not isinstance(info, dict) or info.get("Error"):
-        detail = info.get("Error") if isinstance(info, dict) else None
-        raise EngineError(
-            f"cannot fetch Go module {module}@{version} through the module proxy: "
-            f"{detail or proc.stderr.strip()}"
-        )
-    return Downloaded(
-        path=module,
-        version=version,
-        dir=Path(str(info["Dir"])),
-        sum=str(info.get("Sum", "")),
-        gomod_sum=str(info.get("GoModSum", "")),
-    )
+    return gotool.download_one(module, version, work, _go_env(), error=EngineError)
 
 
-def _verify_sum(mod: Downloaded, pinned: str) -> None:
-    if mod.sum != pinned:
-        raise EngineError(
-            f"checksum mismatch for {mod.path}@{mod.version}: proxy gave {mod.sum}, "
-            f"versions.yml pins {pinned}"
-        )
+def _verify_sum(mod: Module, pin: str, pinned: str, *, gomod: bool = False) -> None:
+    gotool.check_sum(mod, f"pulumi_engine.{pin}", pinned, gomod=gomod, error=EngineError)
 
 
-def _sum_lines(mod: Downloaded) -> str:
+def _sum_lines(mod: Module) -> str:
     # Our pinned hashes go into the wrapper go.sum, so `go build` itself
     # re-checks the module it compiles against them.
     return f"{mod.path} {mod.version} {mod.sum}\n{mod.path} {mod.version}/go.mod {mod.gomod_sum}\n"
@@ -374,7 +317,7 @@ def _nonlocal_replaces(gomod: str) -> list[str]:
 # --- build steps -----------------------------------------------------------------
 
 
-def _build_cli(pin: PulumiPin, pkg: Downloaded, sdk: Downloaded, work: Path, out: Path) -> None:
+def _build_cli(pin: PulumiPin, pkg: Module, sdk: Module, work: Path, out: Path) -> None:
     log(f"building CLI v{pin.version} (cold build, ~{COLD_MINUTES['cli']} min)")
     d = work / "cli"
     d.mkdir()
@@ -400,7 +343,7 @@ def _build_cli(pin: PulumiPin, pkg: Downloaded, sdk: Downloaded, work: Path, out
     )
 
 
-def _build_langhost(pin: PulumiPin, sdk: Downloaded, work: Path, out: Path) -> None:
+def _build_langhost(pin: PulumiPin, sdk: Module, work: Path, out: Path) -> None:
     log(f"building Python language host v{pin.version} (~{COLD_MINUTES['langhost']} min)")
     d = work / "langhost"
     d.mkdir()
@@ -435,11 +378,11 @@ def _build_kubernetes(pin: KubernetesPin, work: Path, out: Path) -> None:
         f"{pin.provider_version} (cold build, ~{COLD_MINUTES['kubernetes']} min)"
     )
     provider = go_download(K8S_PROVIDER_MODULE, pin.provider_version, work)
-    _verify_sum(provider, pin.provider_sum)
+    where = f"pulumi_kubernetes.{pin.version}"
+    _verify_sum(provider, f"{where}.provider_sum", pin.provider_sum)
     k8s_sdk = go_download(K8S_SDK_MODULE, pin.sdk_version, work)
-    _verify_sum(k8s_sdk, pin.sdk_sum)
-    if k8s_sdk.gomod_sum != pin.sdk_gomod_sum:
-        raise EngineError(f"go.mod checksum mismatch for {K8S_SDK_MODULE}@{pin.sdk_version}")
+    _verify_sum(k8s_sdk, f"{where}.sdk_sum", pin.sdk_sum)
+    _verify_sum(k8s_sdk, f"{where}.sdk_gomod_sum", pin.sdk_gomod_sum, gomod=True)
 
     # The provider is built as the main module (its own go.mod, go.sum and
     # replaces apply); the module cache is read-only, hence the copy.
@@ -490,19 +433,9 @@ def _install_plugin(engine: Engine, k8s_pin: KubernetesPin) -> None:
     dest = dest_dir / "pulumi-resource-kubernetes"
     if dest.is_file() and _same_file(src, dest):
         return
-    dest_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", dir=dest_dir.parent))
-    staging.chmod(0o755)  # mkdtemp makes it 0700; other users run the plugin too
-    try:
-        shutil.copy2(src, staging / dest.name)
-        # A half-copied plugin must never be picked up: rename into place,
-        # after moving any older build out of the way.
-        if dest_dir.exists():
-            shutil.rmtree(dest_dir)
-        staging.rename(dest_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    # A half-copied plugin must never be picked up.
+    with staged(dest_dir) as tmp:
+        shutil.copy2(src, tmp / dest.name)
     log(f"installed kubernetes plugin v{k8s_pin.version} into {dest_dir}")
 
 
@@ -525,21 +458,15 @@ def build(pulumi_version: str | None = None, kubernetes_version: str | None = No
         return engine
 
     started = time.monotonic()
-    parent = engine.root.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    # Everything is built inside a temp directory next to the entry and then
-    # renamed into place in one step: an interrupted build leaves only a
-    # .tmp-* directory, never something that looks finished.
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{engine.root.name}.", dir=parent))
-    try:
-        out, work = tmp / "entry", tmp / "work"
-        (out / "bin").mkdir(parents=True)
+    with staged(engine.root) as out:
+        work = out / "work"
+        (out / "bin").mkdir()
         (out / "plugins").mkdir()
         work.mkdir()
         pkg = go_download(PKG_MODULE, f"v{v}", work)
-        _verify_sum(pkg, pulumi_pin.pkg_sum)
+        _verify_sum(pkg, f"pulumi.{v}.pkg_sum", pulumi_pin.pkg_sum)
         sdk = go_download(SDK_MODULE, f"v{v}", work)
-        _verify_sum(sdk, pulumi_pin.sdk_sum)
+        _verify_sum(sdk, f"pulumi.{v}.sdk_sum", pulumi_pin.sdk_sum)
         _build_cli(pulumi_pin, pkg, sdk, work, out / "bin")
         _build_langhost(pulumi_pin, sdk, work, out / "bin")
         _build_kubernetes(k8s_pin, work, out / "plugins")
@@ -549,10 +476,8 @@ def build(pulumi_version: str | None = None, kubernetes_version: str | None = No
             "go": go_version(),
             "build_seconds": round(time.monotonic() - started),
         }
+        shutil.rmtree(work)
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        out.rename(engine.root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     _prune_stale(engine)
     log(f"built engine in {time.monotonic() - started:.0f}s: {engine.root}")
     _install_plugin(engine, k8s_pin)

@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from infra.artifacts.cache import _part_dir, _sha256, _staged
-from infra.artifacts.gotool import _go_download, _go_env, _required_staging, _run
+from infra import gotool
+from infra.artifacts.cache import _part_dir, _sha256
 from infra.artifacts.recipes import (
     COREDNS_MODULE,
     ETCD_MODULES,
@@ -32,6 +32,29 @@ from infra.kubelet_patch import (
     use_published_staging,
     writable_copy,
 )
+from infra.paths import staged
+
+# --- the Go toolchain, as the bundle runs it -------------------------------------------
+
+
+def _go_env(cgo: bool) -> dict[str, str]:
+    # sum.golang.org does not answer for k8s.io/kubernetes; it is the main
+    # module here anyway, verified against kubernetes.module_sum before use.
+    return gotool.go_env(cgo=cgo, nosum=("k8s.io/kubernetes",))
+
+
+def _run(argv: Sequence[str], cwd: Path, what: str, env: Mapping[str, str]) -> str:
+    return gotool.run(argv, cwd, what, env, error=ArtifactError)
+
+
+def _go_download(modules: Sequence[tuple[str, str]], cwd: Path) -> dict[str, gotool.Module]:
+    return gotool.download(modules, cwd, _go_env(cgo=False), error=ArtifactError)
+
+
+def _required_staging(tree: Path, replaced: Sequence[str]) -> list[str]:
+    gomod = (tree / "go.mod").read_text()
+    return [m for m in replaced if re.search(rf"^\s*(require\s+)?{re.escape(m)} v", gomod, re.M)]
+
 
 # --- building the parts ----------------------------------------------------------------
 
@@ -120,15 +143,11 @@ def _build_etcd(part: Part, p: Plan, work: Path, out: Path, progress: _Progress)
     d.mkdir()
     found = _go_download([(m, pin.version) for m in ETCD_MODULES], d)
     server = found[pin.module]
-    if server.get("Sum") != pin.module_sum:
-        raise ArtifactError(
-            f"{pin.module}@{pin.version}: proxy gave {server.get('Sum')}, "
-            f"versions.yml etcd.module_sum pins {pin.module_sum}"
-        )
+    gotool.check_sum(server, "etcd.module_sum", pin.module_sum, error=ArtifactError)
     # server/v3's go.mod replaces its sibling modules with ../api etc., which
     # only act in etcd's own checkout. A wrapper main module requiring all of
     # them at the one release builds the same code from the published modules.
-    go_line = re.search(r"^go (\S+)$", Path(server["GoMod"]).read_text(), re.MULTILINE)
+    go_line = re.search(r"^go (\S+)$", server.gomod.read_text(), re.MULTILINE)
     requires = "\n".join(f"\t{m} {pin.version}" for m in ETCD_MODULES)
     (d / "go.mod").write_text(
         f"module depcon.local/etcd\n\ngo {go_line.group(1) if go_line else '1.24'}\n\n"
@@ -152,7 +171,7 @@ def _build_coredns(part: Part, p: Plan, work: Path, out: Path, progress: _Progre
     # CoreDNS is its own main module (Makefile: CGO_ENABLED=0 go build); built
     # in a writable copy because go -mod=mod may update its go.sum.
     d = work / "coredns"
-    shutil.copytree(Path(found[COREDNS_MODULE]["Dir"]), d)
+    shutil.copytree(found[COREDNS_MODULE].dir, d)
     for path in [d, *d.rglob("*")]:
         path.chmod(path.stat().st_mode | 0o200)
     progress.step("building", "coredns")
@@ -198,17 +217,14 @@ def _build_netperf(part: Part, p: Plan, work: Path, out: Path, progress: _Progre
 def _build_containerd(part: Part, p: Plan, work: Path, out: Path, progress: _Progress) -> None:
     pin = p.versions.containerd
     found = _go_download([(pin.module, pin.version)], work)[pin.module]
-    for key, want in (("Sum", pin.module_sum), ("GoModSum", pin.module_gomod_sum)):
-        if found.get(key) != want:
-            name = "module_sum" if key == "Sum" else "module_gomod_sum"
-            raise ArtifactError(
-                f"{pin.module}@{pin.version}: proxy gave {key} {found.get(key)}, "
-                f"versions.yml containerd.{name} pins {want}"
-            )
+    gotool.check_sum(found, "containerd.module_sum", pin.module_sum, error=ArtifactError)
+    gotool.check_sum(
+        found, "containerd.module_gomod_sum", pin.module_gomod_sum, gomod=True, error=ArtifactError
+    )
     # containerd is its own main module, built as its Makefile does from the
     # root; a writable copy because go -mod=mod may touch go.sum.
     d = work / "containerd"
-    shutil.copytree(Path(found["Dir"]), d)
+    shutil.copytree(found.dir, d)
     for path in [d, *d.rglob("*")]:
         path.chmod(path.stat().st_mode | 0o200)
     flags: Mapping[str, Sequence[str]] = part.recipe["flags"]
@@ -246,7 +262,7 @@ def _ensure_part(part: Part, p: Plan, progress: _Progress) -> Path:
             progress.step("cached", program.name)
         return final
     started = time.monotonic()
-    with _staged(final) as tmp:
+    with staged(final) as tmp:
         out, work = tmp / "bin", tmp / "work"
         out.mkdir()
         work.mkdir()

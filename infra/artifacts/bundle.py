@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.artifacts.builders import _ensure_part, _Progress
-from infra.artifacts.cache import _lock, _root, _sha256, _staged, bundle_path
+from infra.artifacts.cache import _lock, _root, _sha256, bundle_path
 from infra.artifacts.oci import _ensure_images
 from infra.artifacts.recipes import (
     MISSING_IMAGES,
@@ -64,6 +64,7 @@ from infra.artifacts.recipes import (
     plan,
 )
 from infra.config import Versions
+from infra.paths import staged
 
 # --- the bundle -----------------------------------------------------------------------
 
@@ -170,7 +171,7 @@ def build(versions: Versions | None = None) -> Bundle:
         images = _ensure_images(p, part_dirs)
         listing: list[dict[str, str]] = json.loads((images / "images.json").read_text())
         log(f"assembling {bundle}")
-        with _staged(bundle) as tmp:
+        with staged(bundle) as tmp:
             (tmp / "images").mkdir()
             for part in p.parts:
                 if part.bundle_dir:

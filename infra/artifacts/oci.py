@@ -15,8 +15,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from infra.artifacts.cache import _images_dir, _staged
+from infra.artifacts.cache import _images_dir
 from infra.artifacts.recipes import _GROUP, _PASSWD, Image, Plan, log
+from infra.paths import staged
 
 # --- images ---------------------------------------------------------------------------
 
@@ -225,7 +226,7 @@ def _ensure_images(p: Plan, part_dirs: Mapping[str, Path]) -> Path:
         for image in p.images
         for part, program, _ in image.files
     }
-    with _staged(final) as tmp:
+    with staged(final) as tmp:
         blobs = tmp / ".blobs"
         blobs.mkdir()
         mtime = int(datetime.fromisoformat(p.build_date.replace("Z", "+00:00")).timestamp())

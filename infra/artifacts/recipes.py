@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from infra import gotool
 from infra.config import GoModulePin, KubernetesPin, Versions, load_versions
 from infra.kubelet_patch import (
     KubernetesSource,
@@ -121,7 +122,7 @@ class Part:
 
     @property
     def key(self) -> str:
-        code = [code_hash("builders", self.name), code_hash("gotool")]
+        code = [code_hash("builders", self.name), _gotool_hash()]
         return _hash_json({"recipe": self.recipe, "code": code})
 
 
@@ -222,6 +223,12 @@ def code_hash(module: str, part: str | None = None) -> str:
         and not (isinstance(n, ast.AnnAssign) and n.value is table)
     ]
     return hashlib.sha256("\n".join(kept).encode()).hexdigest()[:16]
+
+
+@functools.cache
+def _gotool_hash() -> str:
+    """sha256 of infra/gotool.py: the builders run the toolchain through it."""
+    return hashlib.sha256(Path(gotool.__file__).read_bytes()).hexdigest()[:16]
 
 
 def _hash_json(data: object) -> str:

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from infra.config import KernelPin, load_versions
-from infra.paths import cache_dir
+from infra.paths import cache_dir, staged
 from infra.vm import network
 from infra.vm.runner import qemu_tcg
 
@@ -338,17 +338,17 @@ def build_image(recipe: Recipe | None = None, *, log: bool = True) -> Image:
     for tool in ("debootstrap", "mkfs.ext4", "ssh-keygen"):
         if shutil.which(tool) is None:
             raise ImageError(f"{tool} not found: run scripts/setup (Debian package of {tool})")
-    tmp = final.with_name(final.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    root = tmp / "rootfs"
-    root.mkdir(parents=True)
     started = time.monotonic()
 
     def say(msg: str) -> None:
         if log:
             print(f"[image {recipe.key()} +{time.monotonic() - started:.0f}s] {msg}", flush=True)
 
-    try:
+    # Staged: an interrupted build (mounts undone by _chroot_mounts first)
+    # leaves only a temp directory.
+    with staged(final) as tmp:
+        root = tmp / "rootfs"
+        root.mkdir()
         say(f"debootstrap {recipe.release} from {recipe.mirror}")
         _run(
             [
@@ -416,13 +416,7 @@ def build_image(recipe: Recipe | None = None, *, log: bool = True) -> Image:
         )
         shutil.rmtree(root)
         (tmp / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2) + "\n")
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        say("done")
-    except BaseException:
-        # Leave nothing mounted or half-built behind.
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    say("done")
     return image
 
 

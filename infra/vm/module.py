@@ -8,13 +8,12 @@ share object files.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 from infra.config import KernelPin
-from infra.paths import repo_root
+from infra.paths import repo_root, staged
 from infra.vm.initramfs import MissingInputError, vm_cache
 
 SOURCE_SUFFIXES = (".c", ".h")
@@ -39,19 +38,17 @@ def build_module(kernel: KernelPin) -> Path:
     ko = build / "vif.ko"
     if ko.exists():
         return ko
-    tmp = build.with_name(build.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for p in sources:
-        shutil.copy2(p, tmp / p.name)
-    proc = subprocess.run(
-        ["make", "-C", str(tmp), f"KDIR={headers}", "modules"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"building vif.ko for {kernel.abi} failed:\n{proc.stdout}{proc.stderr}")
-    shutil.rmtree(build, ignore_errors=True)
-    os.replace(tmp, build)
+    with staged(build) as tmp:
+        for p in sources:
+            shutil.copy2(p, tmp / p.name)
+        proc = subprocess.run(
+            ["make", "-C", str(tmp), f"KDIR={headers}", "modules"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"building vif.ko for {kernel.abi} failed:\n{proc.stdout}{proc.stderr}"
+            )
     return ko

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from infra import artifacts
-from infra.artifacts import MISSING_IMAGES, ArtifactError, Bundle, builders, gotool, recipes
+from infra.artifacts import MISSING_IMAGES, ArtifactError, Bundle, builders, recipes
 from infra.config import load_versions
 from infra.kubelet_patch import download_kubernetes
 
@@ -283,7 +283,7 @@ def test_kube_proxy_is_a_part_of_its_own() -> None:
 
 def test_unfetchable_module_is_named(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match=re.escape("k8s.io/api@v0.36.999")):
-        gotool._go_download([("k8s.io/api", "v0.36.999")], tmp_path)
+        builders._go_download([("k8s.io/api", "v0.36.999")], tmp_path)
 
 
 # --- a real containerd from the bundle ---------------------------------------------------

@@ -19,7 +19,8 @@ Usage::
     eval "$(python -m infra.pulumi_engine env)"   # PATH, PULUMI_HOME, ...
 
 The result is cached under `cache_dir()/pulumi/<V>-<W>-<hash>`, the hash
-covering this file, `infra/engine/` and the pins, so a warm run does nothing.
+covering this file, `infra/gotool.py`, `infra/engine/` and the pins, so a warm run
+does nothing.
 """
 
 from __future__ import annotations
@@ -35,15 +36,16 @@ import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TypeVar
 
 from infra import gotool
+from infra.config import ConfigError, PulumiKubernetesSums, PulumiSdkSums, load_versions
 from infra.gotool import Module
 from infra.paths import cache_dir, repo_root, staged
+
+T = TypeVar("T")
 
 LOG_PREFIX = "[pulumi-engine]"
 
@@ -78,24 +80,13 @@ class EngineError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class PulumiPin:
-    """Checksums of the pulumi Go modules for one `pulumi` SDK version."""
+class EnginePins:
+    """The locked SDK versions and the checksums versions.yml holds for them."""
 
-    version: str  # "3.257.0", as the SDK on PyPI
-    pkg_sum: str
-    sdk_sum: str
-
-
-@dataclass(frozen=True)
-class KubernetesPin:
-    """Source of the Kubernetes plugin for one `pulumi-kubernetes` SDK version."""
-
-    version: str  # "4.25.0", as the SDK on PyPI
-    provider_version: str  # pseudo-version of provider/v4
-    provider_sum: str
-    sdk_version: str  # version of sdk/v4 replacing upstream's ../sdk
-    sdk_sum: str
-    sdk_gomod_sum: str
+    pulumi: str  # "3.257.0", as the SDK on PyPI
+    kubernetes: str  # "4.25.0", the pulumi-kubernetes SDK on PyPI
+    pulumi_sums: PulumiSdkSums
+    kubernetes_sums: PulumiKubernetesSums
 
 
 @dataclass(frozen=True)
@@ -161,60 +152,27 @@ def sdk_version(package: str, override: str | None) -> str:
         ) from exc
 
 
-def _versions_file() -> Path:
-    return repo_root() / "versions.yml"
-
-
-def _engine_table(versions_file: Path) -> Mapping[str, Any]:
-    data: Any = yaml.safe_load(versions_file.read_text(encoding="utf-8"))
-    table: Any = data.get("pulumi_engine") if isinstance(data, dict) else None
-    if not isinstance(table, dict):
-        raise EngineError(f"{versions_file}: no pulumi_engine table")
-    return table
-
-
-def _pin_entry(
-    table: Mapping[str, Any], section: str, version: str, path: Path
-) -> Mapping[str, Any]:
-    entries: Any = table.get(section)
-    entry: Any = entries.get(version) if isinstance(entries, dict) else None
-    if not isinstance(entry, dict):
-        known = ", ".join(sorted(entries)) if isinstance(entries, dict) else "none"
+def _pinned(table: Mapping[str, T], section: str, version: str) -> T:
+    if version not in table:
+        known = ", ".join(sorted(table)) or "none"
         raise EngineError(
-            f"{path}: pulumi_engine.{section} has no checksums for {version} "
-            f"(pinned: {known}); refusing to build an unverified version"
+            f"{repo_root() / 'versions.yml'}: pulumi_engine.{section} has no checksums for "
+            f"{version} (pinned: {known}); refusing to build an unverified version"
         )
-    return entry
+    return table[version]
 
 
-def _field(entry: Mapping[str, Any], key: str, where: str) -> str:
-    value = entry.get(key)
-    if not isinstance(value, str) or not value:
-        raise EngineError(f"{where}: missing or non-string {key!r}")
-    return value
-
-
-def load_pins(pulumi_version: str, kubernetes_version: str) -> tuple[PulumiPin, KubernetesPin]:
-    path = _versions_file()
-    table = _engine_table(path)
-    p = _pin_entry(table, "pulumi", pulumi_version, path)
-    where = f"{path}: pulumi_engine.pulumi.{pulumi_version}"
-    pulumi_pin = PulumiPin(
-        version=pulumi_version,
-        pkg_sum=_field(p, "pkg_sum", where),
-        sdk_sum=_field(p, "sdk_sum", where),
+def load_pins(pulumi_version: str, kubernetes_version: str) -> EnginePins:
+    try:
+        table = load_versions().pulumi_engine
+    except ConfigError as exc:
+        raise EngineError(str(exc)) from exc
+    return EnginePins(
+        pulumi=pulumi_version,
+        kubernetes=kubernetes_version,
+        pulumi_sums=_pinned(table.pulumi, "pulumi", pulumi_version),
+        kubernetes_sums=_pinned(table.pulumi_kubernetes, "pulumi_kubernetes", kubernetes_version),
     )
-    k = _pin_entry(table, "pulumi_kubernetes", kubernetes_version, path)
-    where = f"{path}: pulumi_engine.pulumi_kubernetes.{kubernetes_version}"
-    k8s_pin = KubernetesPin(
-        version=kubernetes_version,
-        provider_version=_field(k, "provider_version", where),
-        provider_sum=_field(k, "provider_sum", where),
-        sdk_version=_field(k, "sdk_version", where),
-        sdk_sum=_field(k, "sdk_sum", where),
-        sdk_gomod_sum=_field(k, "sdk_gomod_sum", where),
-    )
-    return pulumi_pin, k8s_pin
 
 
 # --- cache layout ---------------------------------------------------------------
@@ -229,13 +187,13 @@ def _engine_sources() -> list[Path]:
     return files
 
 
-def cache_key(pulumi_pin: PulumiPin, k8s_pin: KubernetesPin) -> str:
+def cache_key(pins: EnginePins) -> str:
     h = hashlib.sha256()
     for f in _engine_sources():
         h.update(f.relative_to(repo_root()).as_posix().encode())
         h.update(b"\0")
         h.update(f.read_bytes())
-    h.update(json.dumps([pulumi_pin.__dict__, k8s_pin.__dict__], sort_keys=True).encode())
+    h.update(json.dumps(asdict(pins), sort_keys=True).encode())
     h.update(go_version().encode())
     return h.hexdigest()[:16]
 
@@ -244,9 +202,8 @@ def pulumi_home() -> Path:
     return cache_dir() / "pulumi-home"
 
 
-def engine_for(pulumi_pin: PulumiPin, k8s_pin: KubernetesPin) -> Engine:
-    key = cache_key(pulumi_pin, k8s_pin)
-    root = cache_dir() / "pulumi" / f"{pulumi_pin.version}-{k8s_pin.version}-{key}"
+def engine_for(pins: EnginePins) -> Engine:
+    root = cache_dir() / "pulumi" / f"{pins.pulumi}-{pins.kubernetes}-{cache_key(pins)}"
     return Engine(root=root, pulumi_home=pulumi_home())
 
 
@@ -317,8 +274,8 @@ def _nonlocal_replaces(gomod: str) -> list[str]:
 # --- build steps -----------------------------------------------------------------
 
 
-def _build_cli(pin: PulumiPin, pkg: Module, sdk: Module, work: Path, out: Path) -> None:
-    log(f"building CLI v{pin.version} (cold build, ~{COLD_MINUTES['cli']} min)")
+def _build_cli(version: str, pkg: Module, sdk: Module, work: Path, out: Path) -> None:
+    log(f"building CLI v{version} (cold build, ~{COLD_MINUTES['cli']} min)")
     d = work / "cli"
     d.mkdir()
     pkg_mod = (pkg.dir / "go.mod").read_text(encoding="utf-8")
@@ -326,7 +283,7 @@ def _build_cli(pin: PulumiPin, pkg: Module, sdk: Module, work: Path, out: Path) 
     # The SDK's own replaces (e.g. a golang.org/x/text pin) must apply too,
     # since in upstream's tree the SDK is built from ../sdk with its go.mod.
     extra = [r for r in _nonlocal_replaces(sdk_mod) if r not in pkg_mod]
-    extra.append(f"require {PKG_MODULE} v{pin.version}")
+    extra.append(f"require {PKG_MODULE} v{version}")
     (d / "go.mod").write_text(
         _wrapper_gomod(pkg_mod, "depcon.local/engine/cli", "\n".join(extra) + "\n")
     )
@@ -335,20 +292,20 @@ def _build_cli(pin: PulumiPin, pkg: Module, sdk: Module, work: Path, out: Path) 
     # A blank import makes the dependency's main package part of this module's
     # build graph.
     (d / "tools.go").write_text(f'//go:build tools\n\npackage tools\n\nimport _ "{CLI_MAIN}"\n')
-    ldflags = f"-s -w -X {CLI_VERSION_VAR}=v{pin.version}"
+    ldflags = f"-s -w -X {CLI_VERSION_VAR}=v{version}"
     _run(
         ["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(out / "pulumi"), CLI_MAIN],
         d,
-        f"building the Pulumi CLI ({CLI_MAIN}@v{pin.version})",
+        f"building the Pulumi CLI ({CLI_MAIN}@v{version})",
     )
 
 
-def _build_langhost(pin: PulumiPin, sdk: Module, work: Path, out: Path) -> None:
-    log(f"building Python language host v{pin.version} (~{COLD_MINUTES['langhost']} min)")
+def _build_langhost(version: str, sdk: Module, work: Path, out: Path) -> None:
+    log(f"building Python language host v{version} (~{COLD_MINUTES['langhost']} min)")
     d = work / "langhost"
     d.mkdir()
     sdk_mod = (sdk.dir / "go.mod").read_text(encoding="utf-8")
-    extra = f"require {SDK_MODULE} v{pin.version}\n"
+    extra = f"require {SDK_MODULE} v{version}\n"
     (d / "go.mod").write_text(_wrapper_gomod(sdk_mod, "depcon.local/engine/langhost", extra))
     (d / "go.sum").write_text((sdk.dir / "go.sum").read_text() + _sum_lines(sdk))
     shutil.copy2(repo_root() / "infra" / "engine" / "langhost" / "main.go", d / "main.go")
@@ -358,13 +315,13 @@ def _build_langhost(pin: PulumiPin, sdk: Module, work: Path, out: Path) -> None:
             "build",
             "-trimpath",
             "-ldflags",
-            f"-s -w -X main.version={pin.version}",
+            f"-s -w -X main.version={version}",
             "-o",
             str(out / "pulumi-language-python"),
             ".",
         ],
         d,
-        f"building the Python language host against {SDK_MODULE}@v{pin.version}",
+        f"building the Python language host against {SDK_MODULE}@v{version}",
     )
     for rel in SDK_SCRIPTS:
         target = out / Path(rel).name
@@ -372,13 +329,15 @@ def _build_langhost(pin: PulumiPin, sdk: Module, work: Path, out: Path) -> None:
         target.chmod(0o755)
 
 
-def _build_kubernetes(pin: KubernetesPin, work: Path, out: Path) -> None:
+def _build_kubernetes_plugin(
+    version: str, pin: PulumiKubernetesSums, work: Path, out: Path
+) -> None:
     log(
-        f"building Kubernetes plugin v{pin.version} from {K8S_PROVIDER_MODULE}@"
+        f"building Kubernetes plugin v{version} from {K8S_PROVIDER_MODULE}@"
         f"{pin.provider_version} (cold build, ~{COLD_MINUTES['kubernetes']} min)"
     )
     provider = go_download(K8S_PROVIDER_MODULE, pin.provider_version, work)
-    where = f"pulumi_kubernetes.{pin.version}"
+    where = f"pulumi_kubernetes.{version}"
     _verify_sum(provider, f"{where}.provider_sum", pin.provider_sum)
     k8s_sdk = go_download(K8S_SDK_MODULE, pin.sdk_version, work)
     _verify_sum(k8s_sdk, f"{where}.sdk_sum", pin.sdk_sum)
@@ -403,7 +362,7 @@ def _build_kubernetes(pin: KubernetesPin, work: Path, out: Path) -> None:
     # upstream at build time by `go generate` (generate.go stamps VERSION into
     # schema.json and compacts both files); they are not in the module zip.
     env = _go_env()
-    env["VERSION"] = pin.version
+    env["VERSION"] = version
     _run(
         ["go", "generate", "./cmd/pulumi-resource-kubernetes"],
         d,
@@ -416,7 +375,7 @@ def _build_kubernetes(pin: KubernetesPin, work: Path, out: Path) -> None:
             "build",
             "-trimpath",
             "-ldflags",
-            f"-s -w -X {K8S_VERSION_VAR}={pin.version}",
+            f"-s -w -X {K8S_VERSION_VAR}={version}",
             "-o",
             str(out / "pulumi-resource-kubernetes"),
             "./cmd/pulumi-resource-kubernetes",
@@ -426,17 +385,17 @@ def _build_kubernetes(pin: KubernetesPin, work: Path, out: Path) -> None:
     )
 
 
-def _install_plugin(engine: Engine, k8s_pin: KubernetesPin) -> None:
+def _install_plugin(engine: Engine, version: str) -> None:
     """Put the Kubernetes plugin where the CLI looks for it (idempotent)."""
     src = engine.root / "plugins" / "pulumi-resource-kubernetes"
-    dest_dir = plugin_dir(engine.pulumi_home, k8s_pin.version)
+    dest_dir = plugin_dir(engine.pulumi_home, version)
     dest = dest_dir / "pulumi-resource-kubernetes"
     if dest.is_file() and _same_file(src, dest):
         return
     # A half-copied plugin must never be picked up.
     with staged(dest_dir) as tmp:
         shutil.copy2(src, tmp / dest.name)
-    log(f"installed kubernetes plugin v{k8s_pin.version} into {dest_dir}")
+    log(f"installed kubernetes plugin v{version} into {dest_dir}")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -450,11 +409,11 @@ def build(pulumi_version: str | None = None, kubernetes_version: str | None = No
     """Build (or reuse) the engine for the locked SDK versions."""
     v = sdk_version("pulumi", pulumi_version)
     w = sdk_version("pulumi-kubernetes", kubernetes_version)
-    pulumi_pin, k8s_pin = load_pins(v, w)
-    engine = engine_for(pulumi_pin, k8s_pin)
+    pins = load_pins(v, w)
+    engine = engine_for(pins)
     if (engine.root / "manifest.json").is_file():
         log(f"using cached engine {engine.root}")
-        _install_plugin(engine, k8s_pin)
+        _install_plugin(engine, w)
         return engine
 
     started = time.monotonic()
@@ -464,15 +423,15 @@ def build(pulumi_version: str | None = None, kubernetes_version: str | None = No
         (out / "plugins").mkdir()
         work.mkdir()
         pkg = go_download(PKG_MODULE, f"v{v}", work)
-        _verify_sum(pkg, f"pulumi.{v}.pkg_sum", pulumi_pin.pkg_sum)
+        _verify_sum(pkg, f"pulumi.{v}.pkg_sum", pins.pulumi_sums.pkg_sum)
         sdk = go_download(SDK_MODULE, f"v{v}", work)
-        _verify_sum(sdk, f"pulumi.{v}.sdk_sum", pulumi_pin.sdk_sum)
-        _build_cli(pulumi_pin, pkg, sdk, work, out / "bin")
-        _build_langhost(pulumi_pin, sdk, work, out / "bin")
-        _build_kubernetes(k8s_pin, work, out / "plugins")
+        _verify_sum(sdk, f"pulumi.{v}.sdk_sum", pins.pulumi_sums.sdk_sum)
+        _build_cli(v, pkg, sdk, work, out / "bin")
+        _build_langhost(v, sdk, work, out / "bin")
+        _build_kubernetes_plugin(w, pins.kubernetes_sums, work, out / "plugins")
         manifest = {
-            "pulumi": pulumi_pin.__dict__,
-            "pulumi_kubernetes": k8s_pin.__dict__,
+            "pulumi": {"version": v, **asdict(pins.pulumi_sums)},
+            "pulumi_kubernetes": {"version": w, **asdict(pins.kubernetes_sums)},
             "go": go_version(),
             "build_seconds": round(time.monotonic() - started),
         }
@@ -480,7 +439,7 @@ def build(pulumi_version: str | None = None, kubernetes_version: str | None = No
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     _prune_stale(engine)
     log(f"built engine in {time.monotonic() - started:.0f}s: {engine.root}")
-    _install_plugin(engine, k8s_pin)
+    _install_plugin(engine, w)
     return engine
 
 
@@ -512,7 +471,7 @@ def find_engine(pulumi_version: str | None = None, kubernetes_version: str | Non
     """The cache entry for the locked versions, without building it."""
     v = sdk_version("pulumi", pulumi_version)
     w = sdk_version("pulumi-kubernetes", kubernetes_version)
-    return engine_for(*load_pins(v, w))
+    return engine_for(load_pins(v, w))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

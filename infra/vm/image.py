@@ -156,7 +156,7 @@ class Recipe:
 
 
 @dataclass(frozen=True)
-class Image:
+class DiskImage:
     """A built image: the disk, the kernel and initrd to boot, the SSH key into root."""
 
     path: Path
@@ -326,11 +326,11 @@ def _configure(root: Path, pubkey: str) -> None:
     )
 
 
-def build_image(recipe: Recipe | None = None, *, log: bool = True) -> Image:
+def build_image(recipe: Recipe | None = None, *, log: bool = True) -> DiskImage:
     """The cached image for ``recipe`` (default: versions.yml's Debian and primary kernel)."""
     recipe = recipe or default_recipe()
     final = images_dir() / recipe.key()
-    image = Image(final)
+    image = DiskImage(final)
     if image.disk.exists():
         return image
     if os.geteuid() != 0:
@@ -479,7 +479,7 @@ def up(
     *,
     ssh_port: int,
     cluster_ip: str,
-    image: Image | None = None,
+    image: DiskImage | None = None,
     segment: int = LAB_SEGMENT,
     forwards: Sequence[tuple[int, int]] = (),
     mem_mb: int = 2560,
@@ -552,7 +552,7 @@ def up(
 
 def qemu_command(
     inst: Instance,
-    image: Image,
+    image: DiskImage,
     *,
     segment: int,
     mem_mb: int,
@@ -608,7 +608,7 @@ def _check_running_network(inst: Instance, pid: int) -> None:
         ) from exc
 
 
-def _check_overlay_image(name: str, state: Path, image: Image) -> None:
+def _check_overlay_image(name: str, state: Path, image: DiskImage) -> None:
     """A kept overlay only boots on the image it was made from."""
     made_from = (state / "image").read_text().strip() if (state / "image").exists() else "?"
     if made_from != image.path.name:
@@ -624,7 +624,7 @@ def ensure_up(
     *,
     ssh_port: int,
     cluster_ip: str,
-    image: Image,
+    image: DiskImage,
     mem_mb: int,
     segment: int = LAB_SEGMENT,
     forwards: Sequence[tuple[int, int]] = (),

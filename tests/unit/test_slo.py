@@ -14,7 +14,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from nodeagent import slo
+from nodeagent import registration, slo
 from nodeagent.slo import Capacity, NodeState, SloError
 from tests.fake_sysfs import FakeSysfs
 
@@ -213,9 +213,9 @@ def test_pod_request_counts_containers_and_init_containers() -> None:
             init_containers=[ctr("i", "120")],
         )
     )
-    assert slo._pod_request(pod, RESOURCE) == 150
+    assert registration._pod_request(pod, RESOURCE) == 150
     pod.spec.init_containers = [ctr("i", "1k")]  # type: ignore[union-attr]
-    assert slo._pod_request(pod, RESOURCE) == 1000
+    assert registration._pod_request(pod, RESOURCE) == 1000
 
 
 # -- command line (everything here fails before any cluster is contacted) ----

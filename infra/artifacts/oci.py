@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from infra.artifacts.cache import _images_dir
-from infra.artifacts.recipes import _GROUP, _PASSWD, Image, Plan, log
+from infra.artifacts.recipes import _GROUP, _PASSWD, ContainerImage, Plan, log
 from infra.paths import staged
 
 # --- images ---------------------------------------------------------------------------
@@ -123,7 +123,7 @@ def _base_entries() -> list[tuple[str, bytes | Path | None, int]]:
 
 
 def _oci_archive(
-    image: Image,
+    image: ContainerImage,
     base: _Layer,
     *,
     bins: Mapping[tuple[str, str], Path],

@@ -127,7 +127,7 @@ class Part:
 
 
 @dataclass(frozen=True)
-class Image:
+class ContainerImage:
     """A control-plane image: its reference and what goes into it."""
 
     ref: str  # registry/name:tag, as kubeadm looks it up
@@ -154,7 +154,7 @@ class Image:
 class Plan:
     versions: Versions
     parts: tuple[Part, ...]
-    images: tuple[Image, ...]
+    images: tuple[ContainerImage, ...]
     patch_hash: str
     build_date: str  # the release's own date, so rebuilds are byte-identical
 
@@ -426,11 +426,11 @@ def plan(versions: Versions | None = None) -> Plan:
     )
 
 
-def expected_images(v: Versions) -> tuple[Image, ...]:
+def expected_images(v: Versions) -> tuple[ContainerImage, ...]:
     """The images the bundle carries, named as kubeadm looks them up."""
     k8s, repo = v.kubernetes, v.kubernetes.image_repository
     images = [
-        Image(
+        ContainerImage(
             f"{repo}/{name}:{k8s.version}",
             (("kubernetes", name, f"usr/local/bin/{name}"),),
             (f"/usr/local/bin/{name}",),
@@ -438,7 +438,7 @@ def expected_images(v: Versions) -> tuple[Image, ...]:
         for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
     ]
     images.append(
-        Image(
+        ContainerImage(
             f"{repo}/etcd:{v.etcd.image_tag}",
             (("etcd", "etcd", "usr/local/bin/etcd"), ("etcd", "etcdctl", "usr/local/bin/etcdctl")),
             ("/usr/local/bin/etcd",),
@@ -446,7 +446,7 @@ def expected_images(v: Versions) -> tuple[Image, ...]:
     )
     # build/pause/Dockerfile: ADD pause /pause, USER 65535:65535.
     images.append(
-        Image(
+        ContainerImage(
             f"{repo}/pause:{k8s.pause_version}",
             (("pause", "pause", "pause"),),
             ("/pause",),
@@ -455,7 +455,7 @@ def expected_images(v: Versions) -> tuple[Image, ...]:
     )
     # CoreDNS's Dockerfile: /coredns with cap_net_bind_service, USER nonroot.
     images.append(
-        Image(
+        ContainerImage(
             f"{repo}/coredns/coredns:{k8s.coredns_version}",
             (("coredns", "coredns", "coredns"),),
             ("/coredns",),
@@ -466,7 +466,7 @@ def expected_images(v: Versions) -> tuple[Image, ...]:
     # The verification pods: netserver, and netperf against it.
     lib = "lib/x86_64-linux-gnu"
     images.append(
-        Image(
+        ContainerImage(
             f"{NETPERF_IMAGE}:{v.netperf.version}",
             tuple(("netperf", name, path) for name, path in NETPERF_FILES[:2])
             + tuple(("netperf", name, f"{lib}/{name}") for name, _ in NETPERF_FILES[2:4])

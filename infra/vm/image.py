@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from infra.config import KernelPin, load_versions
-from infra.paths import cache_dir, staged
+from infra.paths import cache_dir
 from infra.vm import network
 from infra.vm.runner import qemu_tcg
 
@@ -156,7 +156,7 @@ class Recipe:
 
 
 @dataclass(frozen=True)
-class DiskImage:
+class Image:
     """A built image: the disk, the kernel and initrd to boot, the SSH key into root."""
 
     path: Path
@@ -326,11 +326,11 @@ def _configure(root: Path, pubkey: str) -> None:
     )
 
 
-def build_image(recipe: Recipe | None = None, *, log: bool = True) -> DiskImage:
+def build_image(recipe: Recipe | None = None, *, log: bool = True) -> Image:
     """The cached image for ``recipe`` (default: versions.yml's Debian and primary kernel)."""
     recipe = recipe or default_recipe()
     final = images_dir() / recipe.key()
-    image = DiskImage(final)
+    image = Image(final)
     if image.disk.exists():
         return image
     if os.geteuid() != 0:
@@ -338,17 +338,17 @@ def build_image(recipe: Recipe | None = None, *, log: bool = True) -> DiskImage:
     for tool in ("debootstrap", "mkfs.ext4", "ssh-keygen"):
         if shutil.which(tool) is None:
             raise ImageError(f"{tool} not found: run scripts/setup (Debian package of {tool})")
+    tmp = final.with_name(final.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    root = tmp / "rootfs"
+    root.mkdir(parents=True)
     started = time.monotonic()
 
     def say(msg: str) -> None:
         if log:
             print(f"[image {recipe.key()} +{time.monotonic() - started:.0f}s] {msg}", flush=True)
 
-    # Staged: an interrupted build (mounts undone by _chroot_mounts first)
-    # leaves only a temp directory.
-    with staged(final) as tmp:
-        root = tmp / "rootfs"
-        root.mkdir()
+    try:
         say(f"debootstrap {recipe.release} from {recipe.mirror}")
         _run(
             [
@@ -416,7 +416,13 @@ def build_image(recipe: Recipe | None = None, *, log: bool = True) -> DiskImage:
         )
         shutil.rmtree(root)
         (tmp / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2) + "\n")
-    say("done")
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        say("done")
+    except BaseException:
+        # Leave nothing mounted or half-built behind.
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return image
 
 
@@ -479,7 +485,7 @@ def up(
     *,
     ssh_port: int,
     cluster_ip: str,
-    image: DiskImage | None = None,
+    image: Image | None = None,
     segment: int = LAB_SEGMENT,
     forwards: Sequence[tuple[int, int]] = (),
     mem_mb: int = 2560,
@@ -552,7 +558,7 @@ def up(
 
 def qemu_command(
     inst: Instance,
-    image: DiskImage,
+    image: Image,
     *,
     segment: int,
     mem_mb: int,
@@ -608,7 +614,7 @@ def _check_running_network(inst: Instance, pid: int) -> None:
         ) from exc
 
 
-def _check_overlay_image(name: str, state: Path, image: DiskImage) -> None:
+def _check_overlay_image(name: str, state: Path, image: Image) -> None:
     """A kept overlay only boots on the image it was made from."""
     made_from = (state / "image").read_text().strip() if (state / "image").exists() else "?"
     if made_from != image.path.name:
@@ -624,7 +630,7 @@ def ensure_up(
     *,
     ssh_port: int,
     cluster_ip: str,
-    image: DiskImage,
+    image: Image,
     mem_mb: int,
     segment: int = LAB_SEGMENT,
     forwards: Sequence[tuple[int, int]] = (),

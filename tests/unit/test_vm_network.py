@@ -19,9 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _command(name: str, ssh_port: int, cluster_ip: str, segment: int, tmp: Path) -> list[str]:
     inst = image.Instance(name, ssh_port, cluster_ip, tmp / name, tmp / "key")
-    return image.qemu_command(
-        inst, image.DiskImage(tmp / "img"), segment=segment, mem_mb=2048, smp=2
-    )
+    return image.qemu_command(inst, image.Image(tmp / "img"), segment=segment, mem_mb=2048, smp=2)
 
 
 def _netdevs(argv: list[str]) -> list[str]:

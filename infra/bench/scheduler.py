@@ -46,12 +46,9 @@ scheduler-runs.json (every run) and scheduler.png.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
-import platform
-import random
 import re
 import subprocess
 import sys
@@ -60,7 +57,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,21 +64,48 @@ import yaml
 from kubernetes import client
 from matplotlib.figure import Figure
 
+from infra.bench.host import host, loadavg
+from infra.bench.metrics import counter, histogram
+from infra.bench.stats import interval, paired_difference, paired_ratio, target
+from infra.bench.workload import (
+    NODE_CPU_M,
+    NODE_MEM_MI,
+    NODE_PODS,
+    SEED,
+    NodeSpec,
+    PodSpec,
+    cluster,
+)
 from infra.config import load_versions
 from infra.controlplane import ControlPlane, add_node
 from infra.paths import repo_root
 from infra.scheduler import SchedulerSettings, render
 
-SEED = 5
-NODE_CPU_M = 32_000
-NODE_MEM_MI = 131_072
-NODE_PODS = 110
-SLO_CAPACITIES = (200, 500, 1000, 2500)  # Mbps, one per node at random
-POD_CPU_M = tuple(range(100, 1001, 100))
-POD_MEM_MI = (128, 256, 512, 1024, 2048)
-POD_SLO = (10, 20, 50, 100)  # Mbps
-PRELOAD_CPU_M = tuple(range(0, 31_501, 500))
-PRELOAD_MEM_MI = tuple(range(0, 122_881, 4096))
+# The workload, statistics and host record are re-exported: the vif bench and
+# the tests import them from here.
+__all__ = [
+    "NODE_CPU_M",
+    "NodeSpec",
+    "PodSpec",
+    "cluster",
+    "decision_cluster",
+    "histogram",
+    "host",
+    "interval",
+    "loadavg",
+    "main",
+    "paired_difference",
+    "paired_ratio",
+    "parse_go_bench",
+    "plot",
+    "pods_per_s",
+    "run_decisions",
+    "run_throughput",
+    "slo_outcome",
+    "summarize",
+    "target",
+]
+
 # vif's CPU per Mbps of goal: reports/bench/vif.json's sweep carried 79 Mbps
 # with 10% of a CPU and 208 Mbps with 20% (1.3 and 1.0 millicores per Mbps at
 # these goals' size); one millicore per Mbps, linear.
@@ -100,163 +123,6 @@ DRAIN_TIMEOUT_S = 900.0
 EVENTS_TIMEOUT_S = 60.0
 MIN_REPS = 5
 GO_MODULE = Path("infra") / "bench" / "schedulerframework"
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    name: str
-    slo: int
-    load_cpu_m: int
-    load_mem_mi: int
-
-
-@dataclass(frozen=True)
-class PodSpec:
-    name: str
-    cpu_m: int
-    mem_mi: int
-    slo: int
-
-
-def cluster(nodes: int, pods: int, seed: int) -> tuple[list[NodeSpec], list[PodSpec]]:
-    """The nodes (SLO capacity, load) and the SLO pods, from ``seed``."""
-    rng = random.Random(seed)
-    shape = [
-        NodeSpec(
-            f"node-{i:04d}",
-            rng.choice(SLO_CAPACITIES),
-            rng.choice(PRELOAD_CPU_M),
-            rng.choice(PRELOAD_MEM_MI),
-        )
-        for i in range(nodes)
-    ]
-    specs = [
-        PodSpec(f"slo-{i:05d}", rng.choice(POD_CPU_M), rng.choice(POD_MEM_MI), rng.choice(POD_SLO))
-        for i in range(pods)
-    ]
-    return shape, specs
-
-
-# --- statistics ---------------------------------------------------------------------
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularized incomplete beta (modified Lentz)."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        for num in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    ln = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(ln) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(ln) * _betacf(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: int) -> float:
-    """Student t distribution function."""
-    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
-
-
-def t_quantile(p: float, df: int) -> float:
-    """The t value with ``t_cdf(t, df) == p`` (bisection; 0 < p < 1)."""
-    if not 0.0 < p < 1.0 or df < 1:
-        raise ValueError(f"t_quantile needs 0 < p < 1 and df >= 1, got p={p}, df={df}")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:
-        hi *= 2.0
-    for _ in range(200):
-        mid = (lo + hi) / 2.0
-        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
-    return (lo + hi) / 2.0
-
-
-def interval(values: Sequence[float]) -> dict[str, Any]:
-    """Mean, sample sd and the 95% Student t interval of the mean."""
-    xs = [float(v) for v in values]
-    n = len(xs)
-    if n == 0:
-        return {"n": 0, "mean": None, "sd": None, "ci95": None, "half_width": None}
-    mean = sum(xs) / n
-    if n == 1:
-        return {"n": 1, "mean": mean, "sd": None, "ci95": None, "half_width": None}
-    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
-    half = t_quantile(0.975, n - 1) * sd / math.sqrt(n)
-    return {"n": n, "mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "half_width": half}
-
-
-def paired_ratio(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
-    """Interval of a_i / b_i: repetition i's two runs side by side."""
-    if len(a) != len(b):
-        raise ValueError(f"paired_ratio: {len(a)} against {len(b)} values")
-    return interval([x / y for x, y in zip(a, b, strict=True)])
-
-
-def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
-    """Interval of a_i - b_i."""
-    if len(a) != len(b):
-        raise ValueError(f"paired_difference: {len(a)} against {len(b)} values")
-    return interval([x - y for x, y in zip(a, b, strict=True)])
-
-
-def target(stat: Mapping[str, Any], bound: float, *, at_most: bool) -> dict[str, Any]:
-    """Met on the mean; ``clear`` when the whole interval is on the right side."""
-    mean, ci = stat["mean"], stat["ci95"]
-    if mean is None:
-        return {"bound": bound, "met": False, "clear": False, "mean_over_bound": None}
-    if at_most:
-        met, clear = mean <= bound, ci is not None and ci[1] <= bound
-    else:
-        met, clear = mean >= bound, ci is not None and ci[0] >= bound
-    return {"bound": bound, "met": met, "clear": clear, "mean_over_bound": mean / bound}
-
-
-# --- host and provenance ------------------------------------------------------------
-
-
-def _git(*args: str) -> str:
-    proc = subprocess.run(
-        ["git", *args], cwd=repo_root(), capture_output=True, text=True, check=False
-    )
-    return proc.stdout.strip()
-
-
-def host() -> dict[str, Any]:
-    return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "commit": _git("rev-parse", "HEAD"),
-        "tree_dirty": bool(_git("status", "--porcelain", "--", "infra/bench")),
-        "kernel": platform.release(),
-        "cpus": os.cpu_count(),
-        "kubernetes": load_versions().kubernetes.version,
-        "go": load_versions().go.version,
-    }
-
-
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 # --- 1. decision time, in-process ---------------------------------------------------
@@ -410,56 +276,6 @@ def _parallel(cp: ControlPlane, items: Iterable[Any], work: Callable[[Any, Any],
             pass
 
 
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
-
-
-def _samples(text: str, name: str, match: dict[str, str]) -> list[tuple[dict[str, str], float]]:
-    out = []
-    for line in text.splitlines():
-        m = _SAMPLE.match(line)
-        if not m or m.group(1) != name:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
-        if all(labels.get(k) == v for k, v in match.items()):
-            out.append((labels, float(m.group(3))))
-    return out
-
-
-def histogram(text: str, name: str, match: dict[str, str]) -> dict[str, float | None]:
-    """count, mean and interpolated p50/p99 (seconds) of one histogram series."""
-    buckets: dict[float, float] = {}
-    for labels, value in _samples(text, f"{name}_bucket", match):
-        le = math.inf if labels["le"] == "+Inf" else float(labels["le"])
-        buckets[le] = buckets.get(le, 0.0) + value
-    count = sum(v for _, v in _samples(text, f"{name}_count", match))
-    total = sum(v for _, v in _samples(text, f"{name}_sum", match))
-    result: dict[str, float | None] = {
-        "count": count,
-        "mean_s": total / count if count else None,
-    }
-    for q in (0.5, 0.99):
-        result[f"p{round(q * 100)}_s"] = _quantile(q, sorted(buckets.items())) if count else None
-    return result
-
-
-def _quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float:
-    total = buckets[-1][1]
-    rank = q * total
-    lower, below = 0.0, 0.0
-    for upper, cumulative in buckets:
-        if cumulative >= rank:
-            if math.isinf(upper):
-                return lower
-            inside = cumulative - below
-            return lower + (upper - lower) * ((rank - below) / inside if inside else 0.0)
-        lower, below = upper, cumulative
-    return lower
-
-
-def _counter(text: str, name: str, match: dict[str, str]) -> float:
-    return sum(v for _, v in _samples(text, name, match))
-
-
 def pods_per_s(stamps: Sequence[float]) -> float | None:
     """(N - 1) / (last - first) of the bind stamps."""
     if len(stamps) < 2:
@@ -547,7 +363,7 @@ def run_throughput(profile: str, rep: int, nodes: int, pods: int) -> dict[str, A
         t0 = time.monotonic()
         while True:
             metrics = sched.metrics()
-            done = _counter(
+            done = counter(
                 metrics,
                 "scheduler_schedule_attempts_total",
                 {"profile": profile, "result": "scheduled"},
@@ -588,7 +404,7 @@ def run_throughput(profile: str, rep: int, nodes: int, pods: int) -> dict[str, A
         "nodes": nodes,
         "pods": pods,
         "pods_bound": len(placed),
-        "unschedulable_attempts": _counter(
+        "unschedulable_attempts": counter(
             metrics,
             "scheduler_schedule_attempts_total",
             {"profile": profile, "result": "unschedulable"},

@@ -6,11 +6,8 @@
 . ./lib.sh
 load || { echo "insmod failed"; exit $KSFT_FAIL; }
 setup_net
-new_cgroup demo "max 100000"
-start_sender demo 5201 120
-S=$!
-sleep 1
-expect "register the sender in vif1" "$(wr $OSLAB/vif1/pid $S)" ok
+claimed_sender demo 120 "register the sender in vif1"
+S=$SENDER
 sleep 2
 BMAX=$(avg 1 bw_mbps 4)
 echo "# unlimited: $BMAX Mbps"

@@ -99,3 +99,49 @@ avg() {
 		i=$((i + 1))
 	done | awk '{ s += $1; n++ } END { printf "%d\n", s / n }'
 }
+
+# is_controlled CGROUP CPU_MAX: vif has changed CGROUP's cpu.max from CPU_MAX
+is_controlled() { [ "$(cat "$CG/$1/cpu.max")" != "$2" ]; }
+
+# claimed_sender CGROUP SECONDS DESC: an iperf3 sender (port 5201) in a new
+# CGROUP at cpu.max "max 100000", claimed by vif1; its PID in $SENDER
+claimed_sender() {
+	new_cgroup "$1" "max 100000"
+	start_sender "$1" 5201 "$2"
+	SENDER=$!
+	sleep 1
+	expect "$3" "$(wr $OSLAB/vif1/pid $SENDER)" ok
+}
+
+# steered_sender CGROUP PORT SLOT DESC: an iperf3 sender in a new CGROUP at
+# cpu.max "max 100000"; SLOT gets a 30 Mbps goal, then claims it, and vif
+# must change the quota; its PID in $SENDER
+steered_sender() {
+	new_cgroup "$1" "max 100000"
+	start_sender "$1" "$2" 600
+	SENDER=$!
+	sleep 1
+	wr "$OSLAB/vif$3/goal" 30 >/dev/null
+	expect "$4" "$(wr "$OSLAB/vif$3/pid" $SENDER)" ok
+	check "quota of $1 changed by the loop" wait_until 20 is_controlled "$1" "max 100000"
+}
+
+# setup_second_netns: netns "c" (10.9.1.1 to 10.9.1.2 in "b") for a second
+# sender, and the receivers in a cgroup "srv" with the highest cpu.weight:
+# they stand for the far end (another machine), or they would cap both
+# senders alike.
+setup_second_netns() {
+	ip netns add c &&
+	ip link add vc netns c type veth peer name vd netns b &&
+	ip -n c addr add 10.9.1.1/24 dev vc &&
+	ip -n b addr add 10.9.1.2/24 dev vd &&
+	ip -n c link set lo up && ip -n c link set vc up && ip -n b link set vd up &&
+	wait_until 10 ip netns exec c iperf3 -c 10.9.1.2 -p 5202 -t 1 -i 0 >/dev/null 2>&1 ||
+		{ fail "second netns c"; finish; }
+	mkdir -p "$CG/srv"
+	echo 10000 > "$CG/srv/cpu.weight"
+	for d in /proc/[0-9]*; do
+		[ "$(cat "$d/comm" 2>/dev/null)" = iperf3 ] && echo "${d#/proc/}" > "$CG/srv/cgroup.procs"
+	done
+	check "receivers in cgroup srv" test "$(wc -l < "$CG/srv/cgroup.procs")" -eq 2
+}

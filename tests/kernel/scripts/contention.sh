@@ -20,22 +20,9 @@ setup_net
 # Each container has its own network namespace, as in a pod: the module
 # measures a slot's bandwidth per netns. setup_net gives "a" (10.9.0.1 to the
 # servers in "b"); "c" is the second one (10.9.1.1 to 10.9.1.2 in "b").
-ip netns add c &&
-ip link add vc netns c type veth peer name vd netns b &&
-ip -n c addr add 10.9.1.1/24 dev vc &&
-ip -n b addr add 10.9.1.2/24 dev vd &&
-ip -n c link set lo up && ip -n c link set vc up && ip -n b link set vd up &&
-wait_until 10 ip netns exec c iperf3 -c 10.9.1.2 -p 5202 -t 1 -i 0 >/dev/null 2>&1 ||
-	{ fail "second netns c"; finish; }
 # The receivers stand for the far end, another machine in a cluster: in
-# this VM they share the two CPUs, so they get a cgroup of their own with
-# the highest cpu.weight, or they would cap both senders alike.
-mkdir -p $CG/srv
-echo 10000 > $CG/srv/cpu.weight
-for d in /proc/[0-9]*; do
-	[ "$(cat $d/comm 2>/dev/null)" = iperf3 ] && echo ${d#/proc/} > $CG/srv/cgroup.procs
-done
-check "receivers in cgroup srv" test "$(wc -l < $CG/srv/cgroup.procs)" -eq 2
+# this VM they share the two CPUs, so they get a cgroup of their own.
+setup_second_netns
 # sender CGROUP NETNS SERVER PORT: iperf3 client in NETNS inside CGROUP; PID in $!
 sender() {
 	sh -c "echo \$\$ > $CG/$1/cgroup.procs; exec /usr/sbin/ip netns exec $2 iperf3 -c $3 -p $4 -t 900 -i 0 >/dev/null 2>&1" &

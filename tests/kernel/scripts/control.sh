@@ -6,11 +6,8 @@
 . ./lib.sh
 load period_ms=${VIF_PERIOD_MS:-200} || { echo "insmod failed"; exit $KSFT_FAIL; }
 setup_net
-new_cgroup ctr "max 100000"
-start_sender ctr 5201 600
-S=$!
-sleep 1
-expect "claim the sender" "$(wr $OSLAB/vif1/pid $S)" ok
+claimed_sender ctr 600 "claim the sender"
+S=$SENDER
 sleep 2
 BMAX=$(avg 1 bw_mbps 4)
 CEIL=$(($(nproc) * 100000))

@@ -3,17 +3,11 @@
 . ./lib.sh
 load || { echo "insmod failed"; exit $KSFT_FAIL; }
 setup_net
-is_controlled() { [ "$(cat $CG/$1/cpu.max)" != "$2" ]; }
 is_free() { [ "$(cat $OSLAB/vif$1/pid)" = 0 ]; }
 
 # 1. process exit
-new_cgroup e1 "max 100000"
-start_sender e1 5201 600
-S=$!
-sleep 1
-wr $OSLAB/vif1/goal 30 >/dev/null
-expect "claim sender" "$(wr $OSLAB/vif1/pid $S)" ok
-check "quota of e1 changed by the loop" wait_until 20 is_controlled e1 "max 100000"
+steered_sender e1 5201 1 "claim sender"
+S=$SENDER
 echo "# e1 controlled: $(cat $CG/e1/cpu.max)"
 kill $S
 wait $S 2>/dev/null

@@ -4,7 +4,6 @@
 . ./lib.sh
 load || { echo "insmod failed"; exit $KSFT_FAIL; }
 setup_net
-is_controlled() { [ "$(cat $CG/$1/cpu.max)" != "$2" ]; }
 
 new_cgroup d1 "max 100000"
 start_sender d1 5201 600

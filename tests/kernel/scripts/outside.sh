@@ -4,7 +4,6 @@
 . ./lib.sh
 load || { echo "insmod failed"; exit $KSFT_FAIL; }
 setup_net
-is_controlled() { [ "$(cat $CG/$1/cpu.max)" != "$2" ]; }
 # is_field SLOT KEY VALUE
 is_field() { [ "$(field $1 $2)" = "$3" ]; }
 
@@ -23,13 +22,8 @@ expect "cpu.max of o1 is the outside value" "$(cat $CG/o1/cpu.max)" "70000 10000
 
 # 2. a slot vif steers: the outside value, new period included, becomes the
 # original; vif steers on from it; goal 0 and release give it back
-new_cgroup o2 "max 100000"
-start_sender o2 5201 600
-S=$!
-sleep 1
-wr $OSLAB/vif2/goal 30 >/dev/null
-expect "claim vif2 (sender)" "$(wr $OSLAB/vif2/pid $S)" ok
-check "quota of o2 changed by the loop" wait_until 20 is_controlled o2 "max 100000"
+steered_sender o2 5201 2 "claim vif2 (sender)"
+S=$SENDER
 echo "# o2 controlled: $(cat $CG/o2/cpu.max)"
 echo "60000 50000" > $CG/o2/cpu.max
 check "the change is counted" wait_until 5 is_field 2 outside_changes 1
@@ -43,13 +37,8 @@ expect "cpu.max of o2 after release" "$(cat $CG/o2/cpu.max)" "60000 50000"
 
 # 3. rmmod right after an outside change of a quota vif steers, before or
 # after the loop has seen it
-new_cgroup o3 "max 100000"
-start_sender o3 5202 600
-S3=$!
-sleep 1
-wr $OSLAB/vif3/goal 30 >/dev/null
-expect "claim vif3 (sender)" "$(wr $OSLAB/vif3/pid $S3)" ok
-check "quota of o3 changed by the loop" wait_until 20 is_controlled o3 "max 100000"
+steered_sender o3 5202 3 "claim vif3 (sender)"
+S3=$SENDER
 echo "40000 100000" > $CG/o3/cpu.max
 check "rmmod right after the change" unload
 expect "cpu.max of o3 is the outside value" "$(cat $CG/o3/cpu.max)" "40000 100000"

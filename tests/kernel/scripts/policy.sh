@@ -19,24 +19,9 @@
 load period_ms="${VIF_PERIOD_MS:-200}" || { echo "insmod failed"; exit "$KSFT_FAIL"; }
 setup_net
 # Each sender has its own network namespace, as a pod has: the module
-# measures a slot's bandwidth per netns ("a" to 10.9.0.2, "c" to 10.9.1.2).
-ip netns add c &&
-ip link add vc netns c type veth peer name vd netns b &&
-ip -n c addr add 10.9.1.1/24 dev vc &&
-ip -n b addr add 10.9.1.2/24 dev vd &&
-ip -n c link set lo up && ip -n c link set vc up && ip -n b link set vd up &&
-if ! wait_until 10 ip netns exec c iperf3 -c 10.9.1.2 -p 5202 -t 1 -i 0 >/dev/null 2>&1; then
-	fail "second netns c"
-	finish
-fi
-# The receivers stand for the far end (another machine): their own cgroup
-# with the highest cpu.weight, or they would cap both senders alike.
-mkdir -p "$CG/srv"
-echo 10000 > "$CG/srv/cpu.weight"
-for d in /proc/[0-9]*; do
-	[ "$(cat "$d/comm" 2>/dev/null)" = iperf3 ] && echo "${d#/proc/}" > "$CG/srv/cgroup.procs"
-done
-check "receivers in cgroup srv" test "$(wc -l < "$CG/srv/cgroup.procs")" -eq 2
+# measures a slot's bandwidth per netns ("a" to 10.9.0.2, "c" to 10.9.1.2);
+# the receivers get a cgroup of their own (setup_second_netns).
+setup_second_netns
 # sender CGROUP NETNS SERVER PORT: iperf3 client in NETNS inside CGROUP; PID in $!
 sender() {
 	# shellcheck disable=SC2016 # expanded by the inner sh

@@ -1,11 +1,10 @@
 """The offline Kubernetes bundle: pinned binaries, the patched kubelet, control-plane images.
 
 One job per module: ``recipes`` (what gets built, each part's recipe and key,
-the plan), ``cache`` (where entries live, staged and renamed into place under
-the lock), ``gotool`` (the Go toolchain: module downloads, builds),
-``builders`` (each part from its source), ``oci`` (the image archives),
-``bundle`` (assembly, pruning, the command line). ``bundle``'s docstring says
-what the bundle holds.
+the plan), ``cache`` (where entries live, and the build lock), ``builders``
+(each part from its source, through ``infra.gotool``), ``oci`` (the image
+archives), ``bundle`` (assembly, pruning, the command line). ``bundle``'s
+docstring says what the bundle holds.
 """
 
 from infra.artifacts.bundle import build, main

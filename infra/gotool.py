@@ -40,19 +40,24 @@ class Module:
 
 
 def go_env(
-    *, cgo: bool = False, nosum: Sequence[str] = (), jobs: int | None = None
+    *,
+    cgo: bool = False,
+    nosum: Sequence[str] = (),
+    jobs: int | None = None,
+    mod: str = "mod",
 ) -> dict[str, str]:
     """The environment of every go command: the local toolchain, sums checked.
 
     ``nosum`` names modules sum.golang.org does not answer for; the caller
-    checks those against its own pins with :func:`check_sum`.
+    checks those against its own pins with :func:`check_sum`. ``mod="mod"``
+    (for upstream trees) records sums missing from upstream's go.sum, each
+    checked against sum.golang.org like any dependency; a module of this
+    repository builds with ``"readonly"``, its go.sum as committed.
     """
     env = dict(os.environ)
     # Module trees carry go.work files naming directories the module zip lacks.
     env["GOWORK"] = "off"
-    # -mod=mod: sums missing from upstream's go.sum are recorded, each checked
-    # against sum.golang.org like any dependency.
-    flags = ["-mod=mod", "-buildvcs=false"]
+    flags = [f"-mod={mod}", "-buildvcs=false"]
     if jobs is not None:
         flags.insert(1, f"-p={jobs}")
     env["GOFLAGS"] = " ".join(flags)

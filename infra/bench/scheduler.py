@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -64,6 +63,7 @@ import yaml
 from kubernetes import client
 from matplotlib.figure import Figure
 
+from infra import gotool
 from infra.bench.host import host, loadavg
 from infra.bench.metrics import counter, histogram
 from infra.bench.stats import interval, paired_difference, paired_ratio, target
@@ -176,7 +176,8 @@ def decision_cluster(seed: int) -> dict[str, Any]:
 
 
 def _go_env() -> dict[str, str]:
-    return dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="-mod=readonly -buildvcs=false")
+    # cgo as a plain `go test` on this machine builds it.
+    return gotool.go_env(cgo=True, mod="readonly")
 
 
 def run_decisions(reps: int, benchtime: str, work: Path) -> list[dict[str, Any]]:

@@ -429,43 +429,38 @@ def plan(versions: Versions | None = None) -> Plan:
 def expected_images(v: Versions) -> tuple[ContainerImage, ...]:
     """The images the bundle carries, named as kubeadm looks them up."""
     k8s, repo = v.kubernetes, v.kubernetes.image_repository
-    images = [
+    control_plane = tuple(
         ContainerImage(
             f"{repo}/{name}:{k8s.version}",
             (("kubernetes", name, f"usr/local/bin/{name}"),),
             (f"/usr/local/bin/{name}",),
         )
         for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
-    ]
-    images.append(
+    )
+    lib = "lib/x86_64-linux-gnu"
+    return (
+        *control_plane,
         ContainerImage(
             f"{repo}/etcd:{v.etcd.image_tag}",
             (("etcd", "etcd", "usr/local/bin/etcd"), ("etcd", "etcdctl", "usr/local/bin/etcdctl")),
             ("/usr/local/bin/etcd",),
-        )
-    )
-    # build/pause/Dockerfile: ADD pause /pause, USER 65535:65535.
-    images.append(
+        ),
+        # build/pause/Dockerfile: ADD pause /pause, USER 65535:65535.
         ContainerImage(
             f"{repo}/pause:{k8s.pause_version}",
             (("pause", "pause", "pause"),),
             ("/pause",),
             user="65535:65535",
-        )
-    )
-    # CoreDNS's Dockerfile: /coredns with cap_net_bind_service, USER nonroot.
-    images.append(
+        ),
+        # CoreDNS's Dockerfile: /coredns with cap_net_bind_service, USER nonroot.
         ContainerImage(
             f"{repo}/coredns/coredns:{k8s.coredns_version}",
             (("coredns", "coredns", "coredns"),),
             ("/coredns",),
             user="65532:65532",
             capabilities={"coredns": _CAP_NET_BIND_SERVICE},
-        )
-    )
-    # The verification pods: netserver, and netperf against it.
-    lib = "lib/x86_64-linux-gnu"
-    images.append(
+        ),
+        # The verification pods: netserver, and netperf against it.
         ContainerImage(
             f"{NETPERF_IMAGE}:{v.netperf.version}",
             tuple(("netperf", name, path) for name, path in NETPERF_FILES[:2])
@@ -474,9 +469,8 @@ def expected_images(v: Versions) -> tuple[ContainerImage, ...]:
             ("/usr/bin/netserver", "-D"),
             user="65532:65532",
             dirs=("usr/bin/", "lib/", f"{lib}/", "lib64/"),
-        )
+        ),
     )
-    return tuple(images)
 
 
 def _pause_cflags(pin: KubernetesPin) -> list[str]:

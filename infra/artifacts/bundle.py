@@ -45,7 +45,6 @@ import contextlib
 import json
 import os
 import shutil
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -212,7 +211,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"error: {exc}")
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -165,13 +165,13 @@ def download_one(
     return download([(module, version)], cwd, env, error=error)[module]
 
 
-def module_h1(zip_path: Path) -> str:
+def module_h1(zip_path: Path, *, error: ErrorType = GoError) -> str:
     """The go.sum ``h1:`` hash of a module zip (golang.org/x/mod/sumdb/dirhash Hash1)."""
     summary = hashlib.sha256()
     with zipfile.ZipFile(zip_path) as zf:
         for name in sorted(zf.namelist()):
             if "\n" in name:
-                raise GoError(f"{zip_path}: file name with a newline: {name!r}")
+                raise error(f"{zip_path}: file name with a newline: {name!r}")
             digest = hashlib.sha256(zf.read(name)).hexdigest()
             summary.update(f"{digest}  {name}\n".encode())
     return "h1:" + base64.b64encode(summary.digest()).decode()
@@ -185,7 +185,7 @@ def check_sum(
     The zip is hashed here rather than trusting the go command's answer, so a
     module the checksum database does not know is still checked byte for byte.
     """
-    got = mod.gomod_sum if gomod else module_h1(mod.zip)
+    got = mod.gomod_sum if gomod else module_h1(mod.zip, error=error)
     if got != want:
         what = "go.mod hash" if gomod else "zip hash"
         raise error(

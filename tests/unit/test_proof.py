@@ -1,0 +1,156 @@
+"""infra/proof.py: the SLO proof's verdict over synthetic runs of netperf and the tracer."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from infra import proof
+
+T0 = 1_764_633_600.0
+
+
+def netperf_log(rates: list[tuple[float, float]], start: float, step: float = 0.5) -> str:
+    """netperf -D output: (seconds after start, Mbps) held until the next point."""
+    lines = ["MIGRATED TCP STREAM TEST from 0.0.0.0 () port 0 AF_INET to 10.244.0.9 () port 0"]
+    t = start
+    end = start + rates[-1][0]
+    while t < end:
+        t += step
+        mbps = [m for at, m in rates if at <= t - start][-1]
+        sec, ms = int(t), round((t - int(t)) * 1000)
+        lines.append(
+            f"Interim result: {mbps:7.2f} 10^6bits/s over {step:.3f} seconds ending at {sec}.{ms:03d}"
+        )
+    lines.append(" 87380  16384  16384    40.00      40.00")
+    return "\n".join(lines) + "\n"
+
+
+def trace(**over: object) -> dict[str, object]:
+    """The tracer's output for a slot that held 40 Mbps, then 20 after t=30."""
+    samples = []
+    for i in range(700):
+        t = i / 10
+        goal = 20 if 30 <= t < 47 else 40
+        quota = 4000 if goal == 20 else 8000
+        samples.append([t, goal, float(goal), str(quota), f"{quota} 100000"])
+    out: dict[str, object] = {
+        "container": {"id": "abc", "pid": 4242, "cgroup": "/kubepods.slice/cri-containerd-abc.scope"},
+        "slot": "vif3",
+        "slot_cgroup": "/kubepods.slice/cri-containerd-abc.scope",
+        "goal_mbps": 40,
+        "half_mbps": 20,
+        "registered_after_s": 0.4,
+        "t0": T0,
+        "container_view": {"rc": 0, "entries": [], "masked": True},
+        "cpu_max_before": "max 100000",
+        "events": {
+            "reassertions": 1,
+            "halved_at": 30.0,
+            "restored_at": 47.0,
+            "reloaded_at": 55.0,
+            "reregistered_at": 61.5,
+        },
+        "columns": ["t", "goal_mbps", "bw_mbps", "quota_us", "cpu_max"],
+        "samples": samples,
+    }
+    out.update(over)
+    return out
+
+
+def run(slo_rates: list[tuple[float, float]] | None = None, **over: object) -> dict[str, object]:
+    slo = slo_rates or [(0, 90.0), (2, 40.6), (31, 20.3), (46, 40.5), (70, 40.5)]
+    out: dict[str, object] = {
+        "node": "lab-w1",
+        "peer": "lab-cp1",
+        "placed_on": "lab-w1",
+        "baseline_log": netperf_log([(0, 100.0), (25, 100.0)], T0 - 60),
+        "slo_log": netperf_log(slo, T0),
+        "trace": trace(),
+        "restore_at": 45,
+    }
+    out.update(over)
+    return out
+
+
+def test_reads_netperfs_interim_results() -> None:
+    got = proof.interims(
+        "Interim result:   59.20 10^6bits/s over 0.501 seconds ending at 1764633600.123\n"
+        "Interim result:    0.00 10^6bits/s over 0.000 seconds ending at 1764633600.200\n"
+    )
+    assert got == [(1764633600.123, 0.501, 59.2)]
+
+
+@pytest.mark.parametrize(
+    ("cap", "goal"),
+    [(0, 50), (1000, 50), (30, 30)],
+)
+def test_the_goal_is_at_most_half_the_natural_throughput_and_the_cap(cap: int, goal: int) -> None:
+    log = netperf_log([(0, 300.0), (10, 100.0), (25, 100.0)], T0)
+    got = proof.choose_goal(log, cap, settle_s=10)
+    assert got["goal_mbps"] == goal
+    assert got["natural_mbps"] == pytest.approx(100.0)
+
+
+def test_no_goal_without_throughput() -> None:
+    with pytest.raises(ValueError, match="no interim"):
+        proof.choose_goal("netperf: send_data: data send error\n", 0, settle_s=10)
+    with pytest.raises(ValueError, match="leaves no goal"):
+        proof.choose_goal(netperf_log([(0, 2.0), (25, 2.0)], T0), 0, settle_s=10)
+
+
+def test_a_held_goal_passes_with_its_numbers() -> None:
+    got = proof.judge(run(), proof.Limits())
+    assert got["failures"] == []
+    assert got["passed"] is True
+    assert got["steady_mean_mbps"] == pytest.approx(40.6)
+    assert got["follow_s"] is not None and got["follow_s"] <= 2
+    assert got["held_half_mbps"] == pytest.approx(20.3)
+    assert got["quota_full_us"] == 8000
+    assert got["quota_half_us"] == 4000
+    assert got["reregistered_after_reload_s"] == pytest.approx(6.5)
+    json.dumps(got)  # the report is JSON
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"slo_rates": [(0, 45.0), (31, 20.3), (70, 20.3)]}, "steady mean 45.0"),
+        ({"slo_rates": [(0, 40.5), (35, 20.3), (70, 40.5)]}, "followed the halved goal after"),
+        ({"slo_rates": [(0, 40.5), (31, 17.0), (46, 40.5), (70, 40.5)]}, "held 17.0 Mbps"),
+        ({"placed_on": "lab-cp1"}, "placed the client on 'lab-cp1'"),
+        ({"baseline_log": netperf_log([(0, 60.0), (25, 60.0)], T0 - 60)}, "more than half"),
+        ({"trace": trace(slot_cgroup="/kubepods.slice/other.scope")}, "holds cgroup"),
+        ({"trace": trace(container_view={"rc": 0, "entries": ["status"], "masked": False})},
+         "sees /proc/oslab"),  # fmt: skip
+        ({"trace": trace(events={"halved_at": 30.0, "reloaded_at": 55.0})}, "registered again inf"),
+        ({"trace": {"error": "no cgroup with a process"}}, "trace: no cgroup"),
+        ({"trace": {}}, "the tracer printed nothing"),
+    ],
+)
+def test_each_failure_is_named(change: dict[str, object], message: str) -> None:
+    rates = change.pop("slo_rates", None)
+    got = proof.judge(run(rates, **change), proof.Limits())  # type: ignore[arg-type]
+    assert got["passed"] is False
+    assert any(message in f for f in got["failures"]), got["failures"]
+
+
+def test_a_quota_that_never_moved_fails() -> None:
+    t = trace()
+    for s in t["samples"]:  # type: ignore[union-attr]
+        s[3], s[4] = "max", "max 100000"
+    got = proof.judge(run(trace=t), proof.Limits())
+    assert any("never left the pod's own value" in f for f in got["failures"])
+
+
+def test_the_report_and_its_figure(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    good = proof.judge(run(), proof.Limits())
+    bad = proof.judge(run(trace={"error": "x"}), proof.Limits())
+    proof.write_report([good, bad], tmp_path / "verify-lab-proof")
+    report = json.loads((tmp_path / "verify-lab-proof.json").read_text())
+    assert report["verdict"] == "failed"
+    assert [n["node"] for n in report["nodes"]] == ["lab-w1", "lab-w1"]
+    assert (tmp_path / "verify-lab-proof.png").stat().st_size > 10_000
+    assert not math.isnan(report["nodes"][0]["natural_mbps"])

@@ -22,7 +22,8 @@ def netperf_log(rates: list[tuple[float, float]], start: float, step: float = 0.
         mbps = [m for at, m in rates if at <= t - start][-1]
         sec, ms = int(t), round((t - int(t)) * 1000)
         lines.append(
-            f"Interim result: {mbps:7.2f} 10^6bits/s over {step:.3f} seconds ending at {sec}.{ms:03d}"
+            f"Interim result: {mbps:7.2f} 10^6bits/s over {step:.3f} seconds "
+            f"ending at {sec}.{ms:03d}"
         )
     lines.append(" 87380  16384  16384    40.00      40.00")
     return "\n".join(lines) + "\n"
@@ -37,7 +38,11 @@ def trace(**over: object) -> dict[str, object]:
         quota = 4000 if goal == 20 else 8000
         samples.append([t, goal, float(goal), str(quota), f"{quota} 100000"])
     out: dict[str, object] = {
-        "container": {"id": "abc", "pid": 4242, "cgroup": "/kubepods.slice/cri-containerd-abc.scope"},
+        "container": {
+            "id": "abc",
+            "pid": 4242,
+            "cgroup": "/kubepods.slice/cri-containerd-abc.scope",
+        },
         "slot": "vif3",
         "slot_cgroup": "/kubepods.slice/cri-containerd-abc.scope",
         "goal_mbps": 40,
@@ -123,8 +128,10 @@ def test_a_held_goal_passes_with_its_numbers() -> None:
         ({"placed_on": "lab-cp1"}, "placed the client on 'lab-cp1'"),
         ({"baseline_log": netperf_log([(0, 60.0), (25, 60.0)], T0 - 60)}, "more than half"),
         ({"trace": trace(slot_cgroup="/kubepods.slice/other.scope")}, "holds cgroup"),
-        ({"trace": trace(container_view={"rc": 0, "entries": ["status"], "masked": False})},
-         "sees /proc/oslab"),  # fmt: skip
+        (
+            {"trace": trace(container_view={"rc": 0, "entries": ["status"], "masked": False})},
+            "sees /proc/oslab",
+        ),
         ({"trace": trace(events={"halved_at": 30.0, "reloaded_at": 55.0})}, "registered again inf"),
         ({"trace": {"error": "no cgroup with a process"}}, "trace: no cgroup"),
         ({"trace": {}}, "the tracer printed nothing"),
@@ -139,7 +146,9 @@ def test_each_failure_is_named(change: dict[str, object], message: str) -> None:
 
 def test_a_quota_that_never_moved_fails() -> None:
     t = trace()
-    for s in t["samples"]:  # type: ignore[union-attr]
+    samples = t["samples"]
+    assert isinstance(samples, list)
+    for s in samples:
         s[3], s[4] = "max", "max 100000"
     got = proof.judge(run(trace=t), proof.Limits())
     assert any("never left the pod's own value" in f for f in got["failures"])

@@ -55,3 +55,4 @@ if config.stack.install != "none":
         )
         pulumi.export("verification", verification.verdict)
         pulumi.export("verificationReport", verification.report)
+        pulumi.export("verificationProof", verification.proof_report)

@@ -31,7 +31,14 @@ SERVICE_ACCOUNT = "depcon-verify"
 # verify.yml's own probe settings; the program passes the same to it.
 # The probe's goal; verify.yml gets it too, to find the probe's vif slot.
 PROBE_MBPS = 100
-VERIFY_INPUTS = ("playbooks/verify.yml", "playbooks/templates", "playbooks/tasks")
+VERIFY_INPUTS = (
+    "playbooks/verify.yml",
+    "playbooks/templates",
+    "playbooks/tasks",
+    # The SLO proof's judge and its tracer on the nodes.
+    "infra/proof.py",
+    "nodeagent/vif_trace.py",
+)
 
 
 def render_probe(namespace: str, resource: str) -> list[dict[str, Any]]:
@@ -132,4 +139,10 @@ class Verification(pulumi.ComponentResource):
         )
         self.verdict = check.stats.apply(lambda s: "passed" if s else "not run")
         self.report = pulumi.Output.from_input(args.report)
-        self.register_outputs({"verdict": self.verdict, "report": self.report})
+        # verify.yml writes the SLO proof next to the report (infra/proof.py).
+        self.proof_report = self.report.apply(
+            lambda r: str(Path(r).with_name(Path(r).stem + "-proof.json"))
+        )
+        self.register_outputs(
+            {"verdict": self.verdict, "report": self.report, "proofReport": self.proof_report}
+        )

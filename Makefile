@@ -36,7 +36,7 @@ LAB_VMS = lab-cp1 lab-w1
 lab-smoke: setup ## the cluster smoke: make lab, then the way back in two steps with the rollback checked between; reports/lab-smoke.json
 	@$(PY) -m infra.lab smoke
 
-lab-down: setup ## stop the lab VMs, keeping their disks (make lab resumes the cluster)
+lab-down: setup ## stop the lab VMs, keeping their disks (make lab boots them again)
 	@$(PY) -m infra.vm.image down --keep-disk $(LAB_VMS)
 
 lab-destroy: setup ## pulumi destroy of the lab (DepCon rolled back, cluster reset), then the VMs and disks go

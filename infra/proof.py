@@ -179,7 +179,9 @@ def judge(run: dict[str, Any], limits: Limits) -> dict[str, Any]:
     check(bool(view["masked"]), f"the container sees /proc/oslab: {view['entries']}")
     check(
         rereg <= limits.reconcile_s + limits.reregister_slack_s,
-        f"registered again {rereg:.1f} s after vif was reloaded",
+        f"vif could not be reloaded: {ev['reload_error']}"
+        if "reload_error" in ev
+        else f"registered again {rereg:.1f} s after vif was reloaded",
     )
     return {
         "node": run["node"],

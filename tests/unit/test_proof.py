@@ -133,6 +133,10 @@ def test_a_held_goal_passes_with_its_numbers() -> None:
             "sees /proc/oslab",
         ),
         ({"trace": trace(events={"halved_at": 30.0, "reloaded_at": 55.0})}, "registered again inf"),
+        (
+            {"trace": trace(events={"halved_at": 30.0, "reload_error": "modprobe -r vif: exit 1"})},
+            "vif could not be reloaded: modprobe -r vif",
+        ),
         ({"trace": {"error": "no cgroup with a process"}}, "trace: no cgroup"),
         ({"trace": {}}, "the tracer printed nothing"),
     ],

@@ -100,7 +100,13 @@ def choose_goal(baseline_log: str, cap_mbps: int, settle_s: float) -> dict[str, 
 
 
 def judge(run: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    # The tracer's output as it printed it (a JSON text), or already parsed.
     trace = run["trace"]
+    if isinstance(trace, str):
+        try:
+            trace = json.loads(trace) if trace.strip() else {}
+        except json.JSONDecodeError:
+            trace = {"error": f"the tracer printed no JSON: {trace[-300:]!r}"}
     failures: list[str] = []
     if "t0" not in trace:
         reason = trace.get("error", "the tracer printed nothing")

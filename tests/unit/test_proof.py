@@ -148,6 +148,14 @@ def test_each_failure_is_named(change: dict[str, object], message: str) -> None:
     assert any(message in f for f in got["failures"]), got["failures"]
 
 
+def test_the_trace_may_come_as_the_tracers_json_text() -> None:
+    assert proof.judge(run(trace=json.dumps(trace())), proof.Limits())["passed"] is True
+    got = proof.judge(run(trace="Traceback (most recent call last): ..."), proof.Limits())
+    assert any("printed no JSON" in f for f in got["failures"])
+    got = proof.judge(run(trace=""), proof.Limits())
+    assert any("printed nothing" in f for f in got["failures"])
+
+
 def test_a_quota_that_never_moved_fails() -> None:
     t = trace()
     samples = t["samples"]

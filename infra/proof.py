@@ -310,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     if args.action == "report":
-        write_report(json.load(sys.stdin)["nodes"], args.stem)
+        # Ansible may hand each verdict on as its JSON text.
+        nodes = [json.loads(n) if isinstance(n, str) else n for n in json.load(sys.stdin)["nodes"]]
+        write_report(nodes, args.stem)
         return 0
     limits = Limits(**{k: getattr(args, k) for k in vars(Limits())})
     print(json.dumps(judge(json.load(sys.stdin), limits)))

@@ -211,6 +211,9 @@ def stages() -> list[Stage]:
 
 
 def _destroy(ctx: LabContext) -> None:
+    # reset.yml takes the cluster's objects with it: an API server that no longer answers
+    # (a rebooted lab's often does not, under emulation) must not keep the hosts from coming back.
+    ctx.env.setdefault("PULUMI_K8S_DELETE_UNREACHABLE", "true")
     _sh(ctx, "pulumi", "destroy", "--yes", "--non-interactive", "--stack", ctx.stack, echo=True)
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from infra.config import ConfigError, ProjectConfig, load_project
 from infra.paths import repo_root
+from infra.provenance import stamp
 
 
 class StageError(RuntimeError):
@@ -314,14 +315,9 @@ def destroy(ctx: LabContext) -> int:
 
 
 def _smoke_report(timings: list[dict[str, object]], failed: bool) -> None:
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True, check=False
-    ).stdout.strip()
     report = {
         "verdict": "failed" if failed else "passed",
-        "commit": commit,
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "load_average": os.getloadavg(),
+        **stamp(),
         "stages": timings,
         "seconds": sum(int(str(t["seconds"])) for t in timings),
     }

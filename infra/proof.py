@@ -31,15 +31,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import statistics
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from infra.provenance import stamp
 
 # netperf -D: "Interim result:  59.20 10^6bits/s over 0.501 seconds ending at 1764633600.123"
 _INTERIM = re.compile(
@@ -241,15 +240,10 @@ def _after(ev: dict[str, Any], key: str, since: float) -> float | None:
 
 
 def write_report(nodes: list[dict[str, Any]], stem: Path) -> None:
-    """<stem>.json (every node's verdict, the commit, the host's load) and <stem>.png."""
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
+    """<stem>.json (every node's verdict, the commit, the controller's load) and <stem>.png."""
     report = {
         "verdict": "passed" if nodes and all(n.get("passed") for n in nodes) else "failed",
-        "commit": commit,
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "controller_load_average": [round(x, 2) for x in os.getloadavg()],
+        **stamp(),
         "nodes": nodes,
     }
     stem.parent.mkdir(parents=True, exist_ok=True)

@@ -64,7 +64,7 @@ from kubernetes import client
 from matplotlib.figure import Figure
 
 from infra import gotool
-from infra.bench.host import host, loadavg
+from infra.bench.host import host
 from infra.bench.metrics import counter, histogram
 from infra.bench.stats import interval, paired_difference, paired_ratio, target
 from infra.bench.workload import (
@@ -79,32 +79,8 @@ from infra.bench.workload import (
 from infra.config import load_versions
 from infra.controlplane import ControlPlane, add_node
 from infra.paths import repo_root
+from infra.provenance import loadavg
 from infra.scheduler import SchedulerSettings, render
-
-# The workload, statistics and host record are re-exported: the vif bench and
-# the tests import them from here.
-__all__ = [
-    "NODE_CPU_M",
-    "NodeSpec",
-    "PodSpec",
-    "cluster",
-    "decision_cluster",
-    "histogram",
-    "host",
-    "interval",
-    "loadavg",
-    "main",
-    "paired_difference",
-    "paired_ratio",
-    "parse_go_bench",
-    "plot",
-    "pods_per_s",
-    "run_decisions",
-    "run_throughput",
-    "slo_outcome",
-    "summarize",
-    "target",
-]
 
 # vif's CPU per Mbps of goal: reports/bench/vif.json's sweep carried 79 Mbps
 # with 10% of a CPU and 208 Mbps with 20% (1.3 and 1.0 millicores per Mbps at

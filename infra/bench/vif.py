@@ -40,9 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from infra.bench import vif_analysis as va
-from infra.bench.scheduler import host, loadavg
+from infra.bench.host import host
 from infra.bench.vif_plot import plot
 from infra.paths import repo_root
+from infra.provenance import loadavg
 from infra.vm import VM_LIB, kernel_by_name, run_script
 
 HERE = Path(__file__).resolve().parent

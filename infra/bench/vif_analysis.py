@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from infra.bench.scheduler import interval, target
+from infra.bench.stats import interval, target
 
 CONFIGS = ("requests", "limits", "tbf", "vif")
 NATIVE = ("requests", "limits")

@@ -34,6 +34,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.provenance import stamp
+
 # Organization-local scope (RFC 2365): never routed, and bound to lo below anyway.
 GROUP = "239.255.77.1"
 LOOPBACK = "127.0.0.1"
@@ -334,11 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = check_vm(instances_dir() / args.name, megabytes=args.megabytes)
         if args.report:
             args.report.parent.mkdir(parents=True, exist_ok=True)
-            commit = subprocess.run(
-                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False
-            ).stdout.strip()
-            stamp = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit}
-            args.report.write_text(json.dumps(report | stamp, indent=2) + "\n")
+            args.report.write_text(json.dumps(report | stamp(), indent=2) + "\n")
         print(json.dumps(report))
     except (NetworkError, OSError, KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

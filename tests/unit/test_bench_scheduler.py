@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from infra.bench import metrics, stats, workload
 from infra.bench import scheduler as bench
-from infra.bench import stats
 from infra.config import load_versions
 from infra.scheduler import SchedulerSettings, render
 
@@ -33,7 +33,7 @@ def test_t_quantile_is_symmetric_and_checks_its_input() -> None:
 
 
 def test_interval_of_five_values() -> None:
-    s = bench.interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    s = stats.interval([1.0, 2.0, 3.0, 4.0, 5.0])
     # sd = sqrt(2.5); half = t(0.975, 4) * sd / sqrt(5)
     assert s["n"] == 5
     assert s["mean"] == 3.0
@@ -43,36 +43,36 @@ def test_interval_of_five_values() -> None:
 
 
 def test_interval_of_one_or_no_value_has_no_width() -> None:
-    assert bench.interval([2.0]) == {
+    assert stats.interval([2.0]) == {
         "n": 1,
         "mean": 2.0,
         "sd": None,
         "ci95": None,
         "half_width": None,
     }
-    assert bench.interval([])["mean"] is None
+    assert stats.interval([])["mean"] is None
 
 
 def test_ratio_and_difference_are_paired_by_repetition() -> None:
     # Repetition-wise ratios are all exactly 2: no spread, whatever the runs' own spread.
-    r = bench.paired_ratio([2.0, 4.0, 8.0], [1.0, 2.0, 4.0])
+    r = stats.paired_ratio([2.0, 4.0, 8.0], [1.0, 2.0, 4.0])
     assert (r["mean"], r["half_width"]) == (2.0, 0.0)
-    d = bench.paired_difference([0.9, 1.0], [0.8, 0.8])
+    d = stats.paired_difference([0.9, 1.0], [0.8, 0.8])
     assert d["mean"] == pytest.approx(0.15)
     with pytest.raises(ValueError, match="2 against 1"):
-        bench.paired_ratio([1.0, 2.0], [1.0])
+        stats.paired_ratio([1.0, 2.0], [1.0])
 
 
 def test_target_met_on_the_mean_clear_on_the_interval() -> None:
-    s = bench.interval([0.8, 1.0, 1.2, 0.9, 1.1])  # mean 1.0, ci about [0.80, 1.20]
-    assert bench.target(s, 0.9, at_most=False) == {
+    s = stats.interval([0.8, 1.0, 1.2, 0.9, 1.1])  # mean 1.0, ci about [0.80, 1.20]
+    assert stats.target(s, 0.9, at_most=False) == {
         "bound": 0.9,
         "met": True,
         "clear": False,
         "mean_over_bound": pytest.approx(1.0 / 0.9),
     }
-    assert bench.target(s, 1.3, at_most=True)["clear"]
-    assert not bench.target(s, 0.95, at_most=True)["met"]
+    assert stats.target(s, 1.3, at_most=True)["clear"]
+    assert not stats.target(s, 0.95, at_most=True)["met"]
 
 
 GO_OUTPUT = """\
@@ -123,7 +123,7 @@ def test_histogram_mean_and_interpolated_quantiles() -> None:
             'x_count{profile="b"} 7',
         ]
     )
-    h = bench.histogram(text, "x", {"profile": "a"})
+    h = metrics.histogram(text, "x", {"profile": "a"})
     assert h["count"] == 100
     assert h["mean_s"] == pytest.approx(0.003)
     assert h["p50_s"] == pytest.approx(0.001)
@@ -132,14 +132,14 @@ def test_histogram_mean_and_interpolated_quantiles() -> None:
 
 def test_outcome_counts_the_pods_of_a_node_short_of_cpu() -> None:
     shape = [
-        bench.NodeSpec("full", 1000, 31_500, 0),  # 500 m free before the SLO pods
-        bench.NodeSpec("idle", 1000, 0, 0),
+        workload.NodeSpec("full", 1000, 31_500, 0),  # 500 m free before the SLO pods
+        workload.NodeSpec("idle", 1000, 0, 0),
     ]
     specs = [
-        bench.PodSpec("slo-a", 400, 128, 50),  # leaves 100 m on "full"
-        bench.PodSpec("slo-b", 100, 128, 20),  # leaves 0 m; the two need 70 m
-        bench.PodSpec("slo-c", 1000, 128, 100),
-        bench.PodSpec("slo-d", 100, 128, 10),  # never bound
+        workload.PodSpec("slo-a", 400, 128, 50),  # leaves 100 m on "full"
+        workload.PodSpec("slo-b", 100, 128, 20),  # leaves 0 m; the two need 70 m
+        workload.PodSpec("slo-c", 1000, 128, 100),
+        workload.PodSpec("slo-d", 100, 128, 10),  # never bound
     ]
     placed = {"slo-a": "full", "slo-b": "full", "slo-c": "idle"}
     out = bench.slo_outcome(shape, specs, placed)
@@ -151,18 +151,18 @@ def test_outcome_counts_the_pods_of_a_node_short_of_cpu() -> None:
     }
     # Just enough: 100 m left for 2 x 50 Mbps at 1 m/Mbps.
     edge = bench.slo_outcome(
-        [bench.NodeSpec("n", 1000, 31_000, 0)],
-        [bench.PodSpec("slo-a", 450, 1, 50), bench.PodSpec("slo-b", 450, 1, 50)],
+        [workload.NodeSpec("n", 1000, 31_000, 0)],
+        [workload.PodSpec("slo-a", 450, 1, 50), workload.PodSpec("slo-b", 450, 1, 50)],
         {"slo-a": "n", "slo-b": "n"},
     )
     assert edge["served_share"] == 1.0
 
 
 def test_cluster_is_reproducible_and_differs_by_seed() -> None:
-    a, pods = bench.cluster(20, 10, 5)
-    assert (a, pods) == bench.cluster(20, 10, 5)
-    assert a != bench.cluster(20, 10, 6)[0]
-    assert all(0 <= n.load_cpu_m < bench.NODE_CPU_M for n in a)
+    a, pods = workload.cluster(20, 10, 5)
+    assert (a, pods) == workload.cluster(20, 10, 5)
+    assert a != workload.cluster(20, 10, 6)[0]
+    assert all(0 <= n.load_cpu_m < workload.NODE_CPU_M for n in a)
     assert [p.name for p in pods][:2] == ["slo-00000", "slo-00001"]
 
 

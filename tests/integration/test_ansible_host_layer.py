@@ -540,6 +540,8 @@ def test_an_unreachable_node_stops_the_run_before_any_change(tmp_path: Path) -> 
         ({"depcon_slo_capacity_mbps": "fast"}, "depcon_slo_capacity_mbps fast must be"),
         ({"depcon_verify_netperf_mbps": 0}, "depcon_verify_netperf_mbps 0 must be"),
         ({"depcon_node_interface": "eth0:1"}, "is not a Linux interface name"),
+        ({"control_plane_apiserver_liveness": [0, 15]}, "control_plane_apiserver_liveness"),
+        ({"control_plane_leader_election": ["10s", "15s", "2s"]}, "control_plane_leader_election"),
     ],
 )
 def test_inventory_checks_refuse_bad_values_before_any_change(

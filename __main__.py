@@ -47,6 +47,7 @@ if config.stack.install != "none":
                 extra_vars=ansible_vars,
                 namespace=api.namespace,
                 slo_resource=config.slo_resource_name,
+                scheduler_name=config.scheduler_profile,
                 trigger=trigger,
                 report=f"reports/verify-{config.stack_name}.json",
             ),

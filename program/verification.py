@@ -41,7 +41,7 @@ VERIFY_INPUTS = (
 )
 
 
-def render_probe(namespace: str, resource: str) -> list[dict[str, Any]]:
+def render_probe(namespace: str, resource: str, scheduler_name: str) -> list[dict[str, Any]]:
     """The probe pods, rendered from the template verify.yml applies."""
     v = load_versions()
     env = jinja2.Environment(
@@ -61,7 +61,7 @@ def render_probe(namespace: str, resource: str) -> list[dict[str, Any]]:
         verify_too_big_mbps=v.slo.max_mbps + 1,
         verify_namespace=namespace,
         verify_resource=resource,
-        verify_scheduler_name="depcon-scheduler",
+        verify_scheduler_name=scheduler_name,
         verify_service_account=SERVICE_ACCOUNT,
         depcon_versions=pins,
     )
@@ -76,6 +76,7 @@ class VerificationArgs:
     extra_vars: dict[str, str]
     namespace: pulumi.Input[str]
     slo_resource: str
+    scheduler_name: str  # the DepCon profile: depcon-scheduler (a) or default-scheduler (b)
     trigger: pulumi.Input[str]  # the host runs' ids: verify again after each provisioning
     report: str  # where verify.yml writes its JSON report on the controller
 
@@ -102,7 +103,7 @@ class Verification(pulumi.ComponentResource):
             opts=on_api,
         )
         pods = []
-        for doc in render_probe(NAMESPACE, args.slo_resource):
+        for doc in render_probe(NAMESPACE, args.slo_resource, args.scheduler_name):
             meta = doc["metadata"]
             pods.append(
                 k8s.core.v1.Pod(

@@ -157,6 +157,8 @@ def test_stack_settings_reach_every_run_and_the_pods(bundle: Path, edited_lab_st
         for pod in pods:
             limits = pod.inputs["spec"]["containers"][0]["resources"]["limits"]
             assert list(limits) == ["lab.example.org/net"]
+            # Mode (b): the default profile is DepCon's, so the probe asks for no other.
+            assert pod.inputs["spec"]["schedulerName"] == "default-scheduler"
 
     return program.verification.verdict.apply(check)
 

@@ -235,6 +235,20 @@ def _cv(series: list[tuple[float, float, float]], start: float, end: float) -> f
     return round(statistics.stdev(values) / statistics.mean(values), 3)
 
 
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity as None: strict JSON, which Ansible hands on as data.
+
+    (A verdict with ``inf`` in it reaches the next task as a string.)
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
 def _after(ev: dict[str, Any], key: str, since: float) -> float | None:
     return round(float(ev[key]) - since, 2) if key in ev else None
 
@@ -247,7 +261,7 @@ def write_report(nodes: list[dict[str, Any]], stem: Path) -> None:
         "nodes": nodes,
     }
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    stem.with_suffix(".json").write_text(json.dumps(finite(report), indent=1, allow_nan=False) + "\n")
     drawable = [n for n in nodes if "series" in n]
     if drawable:
         plot(drawable, stem.with_suffix(".png"))
@@ -309,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         write_report(nodes, args.stem)
         return 0
     limits = Limits(**{k: getattr(args, k) for k in vars(Limits())})
-    print(json.dumps(judge(json.load(sys.stdin), limits)))
+    print(json.dumps(finite(judge(json.load(sys.stdin), limits)), allow_nan=False))
     return 0
 
 

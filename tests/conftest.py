@@ -24,3 +24,15 @@ def scratch(tmp_path: Path) -> Path:
     shutil.copytree(src / "inventory", tmp_path / "inventory")
     shutil.copytree(src / "playbooks", tmp_path / "playbooks")
     return tmp_path
+
+
+TIERS = ("unit", "integration", "kernel")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test belongs to a tier: make test selects by tier, so an unmarked test would never run."""
+    untiered = [i.nodeid for i in items if not any(i.get_closest_marker(t) for t in TIERS)]
+    if untiered:
+        raise pytest.UsageError(
+            "tests without a tier marker (" + ", ".join(TIERS) + "): " + ", ".join(untiered)
+        )

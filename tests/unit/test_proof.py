@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 
 import pytest
 
 from infra import proof
+
+pytestmark = pytest.mark.unit
 
 T0 = 1_764_633_600.0
 
@@ -175,3 +178,19 @@ def test_the_report_and_its_figure(tmp_path) -> None:  # type: ignore[no-untyped
     assert [n["node"] for n in report["nodes"]] == ["lab-w1", "lab-w1"]
     assert (tmp_path / "verify-lab-proof.png").stat().st_size > 10_000
     assert not math.isnan(report["nodes"][0]["natural_mbps"])
+
+
+def test_the_verdict_is_strict_json_when_numbers_are_missing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The client stops before the halving: no steady mean, no follow time, no held half.
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(run([(0, 40.0), (5, 40.0)]))))
+    assert proof.main(["judge"]) == 0
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} in the verdict: Ansible would hand it on as a string")
+
+    verdict = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert verdict["passed"] is False
+    assert verdict["follow_s"] is None
+    assert verdict["steady_mean_mbps"] is None

@@ -15,6 +15,8 @@ import pytest
 
 from nodeagent import vif_trace
 
+pytestmark = pytest.mark.unit
+
 CID = "0123abcd"
 HEADER = "slot pid goal_mbps weight min_credit target_mbps bw_mbps cgroup\n"
 

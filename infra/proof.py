@@ -261,7 +261,8 @@ def write_report(nodes: list[dict[str, Any]], stem: Path) -> None:
         "nodes": nodes,
     }
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(finite(report), indent=1, allow_nan=False) + "\n")
+    text = json.dumps(finite(report), indent=1, allow_nan=False)
+    stem.with_suffix(".json").write_text(text + "\n")
     drawable = [n for n in nodes if "series" in n]
     if drawable:
         plot(drawable, stem.with_suffix(".png"))

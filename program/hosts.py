@@ -19,7 +19,14 @@ from infra.paths import repo_root
 from program.playbook import HostPlaybook, PlaybookArgs
 
 # What every run reads besides its own playbooks and roles.
-COMMON_INPUTS = ("versions.yml", "ansible.cfg", "playbooks/tasks", "playbooks/checks.yml")
+COMMON_INPUTS = (
+    "versions.yml",
+    "ansible.cfg",
+    # The inventory checks, the control plane's settings among them.
+    "playbooks/checks.yml",
+    "roles/control_plane/tasks/checks.yml",
+    "roles/control_plane/defaults",
+)
 # Per component: its playbooks (the run and the way back) and the roles they use.
 PREFLIGHT_INPUTS = (
     "playbooks/preflight.yml",
@@ -35,6 +42,8 @@ CLUSTER_INPUTS = (
 )
 DEPCON_INPUTS = (
     "playbooks/depcon.yml",
+    "playbooks/tasks/drain.yml",
+    "playbooks/tasks/uncordon.yml",
     *(f"roles/{r}" for r in ("depcon_versions", "ship_files", "vif_module", "depcon_kubelet")),
     *(f"roles/{r}" for r in ("depcon_scheduler", "slo_capacity")),
     # Shipped to the nodes: the vif sources and the node agent.

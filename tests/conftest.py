@@ -30,7 +30,7 @@ TIERS = ("unit", "integration", "kernel")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test belongs to a tier: make test selects by tier, so an unmarked test would never run."""
+    """Every test has a tier: make test selects by tier, so an unmarked test would never run."""
     untiered = [i.nodeid for i in items if not any(i.get_closest_marker(t) for t in TIERS)]
     if untiered:
         raise pytest.UsageError(

@@ -19,7 +19,7 @@ SHELL_SCRIPTS := scripts/setup .ci/run
 YAML_DIRS := roles playbooks inventory molecule versions.yml Pulumi.yaml Pulumi.lab.yaml Pulumi.controller.yaml .yamllint .ansible-lint
 BENCHES := $(patsubst infra/bench/%.py,bench-%,$(filter-out infra/bench/__init__.py,$(wildcard infra/bench/*.py)))
 
-.PHONY: help setup lab lab-smoke lab-down lab-destroy test lint test-unit test-go test-kernel test-integration test-molecule bench engine lock
+.PHONY: help setup lab lab-smoke lab-proof lab-down lab-destroy test lint test-unit test-go test-kernel test-integration test-molecule bench engine lock
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 20
@@ -35,6 +35,9 @@ LAB_VMS = lab-cp1 lab-w1
 
 lab-smoke: setup ## the cluster smoke: make lab, then the way back in two steps with the rollback checked between; reports/lab-smoke.json
 	@$(PY) -m infra.lab smoke
+
+lab-proof: setup ## verify.yml with the SLO proof on (inventory/lab turns it off), on the running lab (make lab first); reports/verify-lab.json, verify-lab-proof.{json,png}
+	@$(PY) -m infra.lab proof
 
 lab-down: setup ## stop the lab VMs, keeping their disks (make lab boots them again)
 	@$(PY) -m infra.vm.image down --keep-disk $(LAB_VMS)

@@ -218,7 +218,9 @@ def _destroy(ctx: LabContext) -> None:
     _sh(ctx, "pulumi", "destroy", "--yes", "--non-interactive", "--stack", ctx.stack, echo=True)
 
 
-def _run_playbook(ctx: LabContext, playbook: str) -> dict[str, Any]:
+def _run_playbook(
+    ctx: LabContext, playbook: str, extra: dict[str, str] | None = None
+) -> dict[str, Any]:
     from infra.ansible_run import PlaybookError, run_playbook  # noqa: PLC0415
 
     started = time.monotonic()
@@ -228,7 +230,9 @@ def _run_playbook(ctx: LabContext, playbook: str) -> dict[str, Any]:
 
     cfg = ctx.config()
     try:
-        return run_playbook(playbook, cfg.inventory, cfg.ansible_vars(), show, env=ctx.env)
+        return run_playbook(
+            playbook, cfg.inventory, cfg.ansible_vars() | (extra or {}), show, env=ctx.env
+        )
     except PlaybookError as exc:
         raise StageError(str(exc)) from exc
 
@@ -314,6 +318,29 @@ def destroy(ctx: LabContext) -> int:
     return 0
 
 
+def proof(ctx: LabContext) -> int:
+    """verify.yml on the running lab with the SLO proof on, whatever the inventory says.
+
+    Writes reports/verify-<stack>.json and, passed or not, its -proof.json and -proof.png.
+    """
+    report = repo_root() / "reports" / f"verify-{ctx.stack}.json"
+    try:
+        stage_config(ctx)
+        stage_vms(ctx)
+        stats = _run_playbook(
+            ctx,
+            "playbooks/verify.yml",
+            {"depcon_verify_netperf": "true", "verify_report": str(report)},
+        )
+    except StageError as exc:
+        print(f"[lab] proof failed:\n{exc}", file=sys.stderr)
+        return 1
+    finally:
+        log(f"proof report: {report.with_name(report.stem + '-proof.json')}")
+    log(f"proof passed on {', '.join(stats['hosts'])}")
+    return 0
+
+
 def _smoke_report(timings: list[dict[str, object]], failed: bool) -> None:
     report = {
         "verdict": "failed" if failed else "passed",
@@ -331,13 +358,15 @@ def main(argv: list[str] | None = None) -> int:
         prog="depcon-lab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "action", nargs="?", choices=("up", "destroy", "smoke", "warm"), default="up"
+        "action", nargs="?", choices=("up", "destroy", "smoke", "warm", "proof"), default="up"
     )
     parser.add_argument("--stack", default="lab")
     args = parser.parse_args(argv)
     ctx = LabContext(stack=args.stack, env=dict(os.environ))
     if args.action == "destroy":
         return destroy(ctx)
+    if args.action == "proof":
+        return proof(ctx)
     if args.action == "warm":
         cold = warm()
         print("warm" if not cold else "cold: " + ", ".join(cold) + " not built")

@@ -94,3 +94,30 @@ def test_vms_stage_needs_lab_vms(monkeypatch: pytest.MonkeyPatch, scratch: Path)
     monkeypatch.setattr(lab, "load_project", lambda stack: load_project(stack, scratch))
     with pytest.raises(lab.StageError, match=r"no host has depcon_lab_vm_ip.*pulumi up"):
         lab.stage_vms(lab.LabContext(stack="lab", env={}))
+
+
+def test_proof_runs_verify_with_the_proof_on_and_says_where_the_report_is(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs: list[tuple[str, dict[str, str] | None]] = []
+    monkeypatch.setattr(lab, "stage_config", ok)
+    monkeypatch.setattr(lab, "stage_vms", ok)
+
+    def run(_ctx: lab.LabContext, book: str, extra: dict[str, str] | None = None) -> Any:
+        runs.append((book, extra))
+        return {"hosts": ["lab-cp1"], "changed": 0}
+
+    monkeypatch.setattr(lab, "_run_playbook", run)
+    assert lab.main(["proof"]) == 0
+    ((book, extra),) = runs
+    assert book == "playbooks/verify.yml"
+    assert extra is not None and extra["depcon_verify_netperf"] == "true"
+    assert extra["verify_report"].endswith("reports/verify-lab.json")
+    assert "reports/verify-lab-proof.json" in capsys.readouterr().out
+
+    def refused(_ctx: lab.LabContext, book: str, extra: dict[str, str] | None = None) -> Any:
+        raise lab.StageError("lab-w1: Check every node's SLO was held: steady mean 23.7")
+
+    monkeypatch.setattr(lab, "_run_playbook", refused)
+    assert lab.main(["proof"]) == 1
+    assert "steady mean 23.7" in capsys.readouterr().err

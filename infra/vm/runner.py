@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from infra.config import KernelPin, load_versions
 from infra.vm.initramfs import MissingInputError, base_image, run_image
@@ -34,16 +35,20 @@ _DMESG_END = "==DMESG-END=="
 KSFT_PASS, KSFT_FAIL, KSFT_SKIP = 0, 1, 4
 
 
-def qemu_tcg(smp: int, mem_mb: int) -> list[str]:
+def qemu_tcg(smp: int, mem_mb: int, *, threads: Literal["multi", "single"] = "multi") -> list[str]:
     """The start of every qemu command line of the project: no devices, no display,
-    software emulation (KVM hangs on these machines), the host's CPU features."""
+    software emulation (KVM hangs on these machines), the host's CPU features.
+
+    ``threads="single"`` runs every vCPU on one host thread: slower, but the
+    kernel's int3 code patching cannot race another vCPU (docs/vif-procfs.md,
+    "Testing under emulation")."""
     return [
         QEMU,
         "-nodefaults",
         "-display",
         "none",
         "-accel",
-        "tcg,thread=multi",
+        f"tcg,thread={threads}",
         "-cpu",
         "max",
         "-smp",
@@ -166,7 +171,7 @@ def run_script(
             f.write(base_image(kernel).read_bytes())
             f.write(run_image(run_files))
         cmd = [
-            *qemu_tcg(smp, mem_mb),
+            *qemu_tcg(smp, mem_mb, threads="single"),
             "-no-reboot",
             "-serial",
             "stdio",

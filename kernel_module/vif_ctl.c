@@ -13,14 +13,14 @@
  *     its cgroup over the elapsed time: bandwidth B (kbps) and CPU U (ppm
  *     of one CPU), both smoothed (EWMA, alpha 1/4) against sampling noise;
  *  3. decides the CPU it needs for its target T = max(goal, min_credit x
- *     link_mbps / 100). A CPU-bound sender's bandwidth is proportional to
- *     its CPU, so the estimate is E = C x T' / B with T' = T x (1 + tol/200),
- *     the middle of the hysteresis band [T, T x (1 + tol/100)], and C the
- *     quota when the cgroup uses at least 80% of it, else the CPU it used.
- *     Inside the band the quota holds. Outside it the quota moves half-way
- *     to E, by at most -25% / +50% per period. Below the band with the
- *     quota not even used, it grows by a quarter per period (so a
- *     network-bound sender ends at the ceiling and is reported unreachable).
+ *     link_mbps / 100), aiming at T' = T x (1 + tol/200), the middle of
+ *     the hysteresis band [T, T x (1 + tol/100)]. Inside the band the quota
+ *     holds. Outside it the quota is multiplied by exp((T' - B) / 2T'),
+ *     x0.625 to x1.625 per period (vif_ctl_step): an integrating loop whose
+ *     mean bandwidth settles on T'. A network-bound sender below the band
+ *     so ends at the ceiling and is reported unreachable. An unlimited
+ *     cgroup starts from the CPU it used: a CPU-bound sender's bandwidth is
+ *     proportional to its CPU, so it moves half-way to U x T' / B.
  *
  * Then the needs of all slots are granted from the online CPUs: in full
  * when they fit, else by weighted max-min fairness (a slot never gets more
@@ -115,13 +115,29 @@ static u64 vif_ctl_quota_ppm(const struct vif_slot *slot, u64 cap_ppm)
 	return div64_u64(slot->cg.quota_us * VIF_PPM, slot->cg.period_us);
 }
 
+/*
+ * The quota times exp(e / 2) for the relative error e = (T' - B) / T',
+ * e clamped to [-1, 1], exp taken to second order: between x0.625 and x1.625
+ * per period. Linear in B, so the loop pins the mean bandwidth to T' however
+ * noisy B is; a step by the ratio T' / B would pin its harmonic mean and
+ * deliver more than asked (docs/vif-procfs.md, "Control loop").
+ */
+static u64 vif_ctl_step(u64 quota, u64 bw, u64 aim)
+{
+	const s64 ppm = VIF_PPM;
+	s64 e = div64_s64(((s64)aim - (s64)bw) * ppm, (s64)aim);
+	s64 ge = clamp_t(s64, e, -ppm, ppm) / 2;
+	s64 factor = ppm + ge + div64_s64(ge * ge, 2 * ppm);
+
+	return div64_u64(quota * (u64)factor, VIF_PPM);
+}
+
 static void vif_ctl_decide(struct vif_slot *slot, u64 cap_ppm)
 {
 	u64 target = (u64)vif_slot_target_mbps(slot) * 1000;
 	u64 quota = vif_ctl_quota_ppm(slot, cap_ppm);
 	u64 bw = slot->bw_smooth_kbps, cpu = slot->cpu_smooth_ppm;
-	u64 min_ppm, hi, aim, est, base, need;
-	bool bound;
+	u64 min_ppm, hi, aim, est, need;
 
 	slot->active = false;
 	slot->need_ppm = 0;
@@ -136,27 +152,28 @@ static void vif_ctl_decide(struct vif_slot *slot, u64 cap_ppm)
 
 	hi = div_u64(target * (100 + vif_tol_pct), 100);
 	aim = div_u64(target * (200 + vif_tol_pct), 200);
-	/*
-	 * The quota binds when the cgroup uses most of it; then the quota
-	 * itself is the steadier measure of the CPU that produced B.
-	 */
-	bound = slot->cg.quota_us != VIF_QUOTA_MAX && cpu * 5 >= quota * 4;
-	base = bound ? quota : cpu;
-	est = div64_u64(base * aim, bw);
+	est = div64_u64(cpu * aim, bw);
 
-	if (bw < target && !bound) {
-		/* Not CPU-bound at this quota: probe upwards. */
-		need = quota + quota / 4;
-		slot->state = VIF_CONVERGING;
+	if (slot->cg.quota_us == VIF_QUOTA_MAX) {
+		/*
+		 * Unlimited: start from the CPU it used, half-way to the
+		 * proportional estimate; below the target it stays unlimited.
+		 */
+		if (bw < target)
+			need = cap_ppm;
+		else if (bw > hi)
+			need = max((cpu + est) / 2, cpu - cpu / 4);
+		else
+			need = est;
+		slot->state = bw < target || bw > hi ? VIF_CONVERGING : VIF_MET;
 	} else if (bw < target || bw > hi) {
-		/* Half-way to the estimate, at most -25% / +50% per period. */
-		need = est > base ? base + (est - base) / 2 :
-				    base - (base - est) / 2;
-		need = clamp(need, base - base / 4, base + base / 2);
+		/* Far from binding, cut from what it uses, not the quota. */
+		u64 base = bw > hi && cpu * 2 < quota ? cpu * 2 : quota;
+
+		need = vif_ctl_step(base, bw, aim);
 		slot->state = VIF_CONVERGING;
 	} else {
-		/* In the band: hold, unless still unlimited. */
-		need = bound ? quota : est;
+		need = quota;
 		slot->state = VIF_MET;
 	}
 

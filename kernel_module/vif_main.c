@@ -4,13 +4,12 @@
  *
  * Algorithm (see vif_ctl.c): every period_ms the agent measures each claimed
  * container's bandwidth B (tx + rx bytes on the non-loopback devices of its
- * network namespace) and the CPU C it used. Bandwidth of a CPU-bound sender
- * is proportional to its CPU, so the CPU needed for the target T is C * T / B.
- * The quota moves half-way towards that estimate each period, aiming at
- * T * (1 + tol_pct / 200); inside the hysteresis band [T, T * (1 + tol_pct /
- * 100)] it is left alone. Quotas stay within [min_quota_us, online CPUs x
- * CFS period]; when the CPU wanted by all slots exceeds the online CPUs it is
- * shared by weight (weighted max-min fairness).
+ * network namespace) and the CPU it used, both smoothed. Outside the
+ * hysteresis band [T, T * (1 + tol_pct / 100)] around its target T the quota
+ * is multiplied by exp((T' - B) / 2T'), T' = T * (1 + tol_pct / 200), so the
+ * mean bandwidth settles on T'; inside the band it holds. Quotas stay within
+ * [min_quota_us, online CPUs x CFS period]; when the CPU wanted by all slots
+ * exceeds the online CPUs it is shared by weight (weighted max-min fairness).
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -139,4 +138,4 @@ MODULE_AUTHOR("DepCon");
 MODULE_DESCRIPTION("DepCon node agent: CPU quota for network SLOs of containers");
 MODULE_VERSION(VIF_VERSION);
 MODULE_INFO(algorithm,
-	    "every period_ms: B = netns tx+rx, C = CPU used (or the quota when it binds), both EWMA 1/4; quota moves half-way to C*T'/B (T' = target*(1+tol_pct/200)), -25%/+50% at most; holds while B in [target, target*(1+tol_pct/100)]; clamped to [min_quota_us, online CPUs x CFS period]; weighted max-min share when CPUs run short");
+	    "every period_ms: B = netns tx+rx, EWMA 1/4; quota x exp((T'-B)/2T'), T' = target*(1+tol_pct/200), x0.625-x1.625 per period; holds while B in [target, target*(1+tol_pct/100)]; an unlimited cgroup starts half-way to CPU used x T'/B; clamped to [min_quota_us, online CPUs x CFS period]; weighted max-min share when CPUs run short");

@@ -82,14 +82,15 @@ def test_exit_and_rmmod_restore_quotas(kernel: str) -> None:
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_control_reaches_holds_hands_back_and_reports_unreachable(kernel: str) -> None:
-    """A CPU-bound iperf3 sender over veth: goal met and held, lower goal frees CPU, too-high
+    """A CPU-bound iperf3 sender over veth: goal met and held, lower goals (the last 5% of the
+    unlimited bandwidth, a few percent of a CPU as on the lab) free CPU, too-high
     goal unreachable. Tolerances (-15%/+25% of the goal, averaged over 8 s) are wide for
     a noisy shared machine under TCG; the goals scale with the bandwidth measured in the VM."""
     result = run("control", kernel, timeout=400)
     held = result.values("# held ")
-    assert len(held) == 2, result.output
+    assert len(held) == 3, result.output
     quotas = [int(dict(kv.split("=") for kv in h.split())["quota_us"]) for h in held]
-    assert quotas[1] < quotas[0], f"lower goal did not lower the quota: {quotas}"
+    assert quotas[2] < quotas[1] < quotas[0], f"lower goals did not lower the quota: {quotas}"
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

@@ -1,6 +1,7 @@
 # Control: a CPU-bound iperf3 sender in a cgroup, two netns joined by veth.
-# A reachable goal is reached and held, a lower goal hands CPU back, an
-# unreachable goal is reported as such, goal 0 restores the quota.
+# A reachable goal is reached and held, lower goals (down to a few percent
+# of a CPU) hand CPU back, an unreachable goal is reported as such, goal 0
+# restores the quota.
 # Goals are fractions of the bandwidth measured unlimited in this very VM,
 # so the test holds on fast and slow machines alike.
 . ./lib.sh
@@ -55,13 +56,23 @@ echo "# held goal_mbps=$G2 bw_mbps=$B2 quota_us=$Q2"
 check "goal $G2 held: mean $B2 Mbps within -15%/+25%" within "$B2" "$G2" 85 125
 check "CPU handed back: quota $Q2 < 80% of $Q1" test $((Q2 * 100)) -lt $((Q1 * 80))
 
-# 3. an unreachable goal
+# 3. a small goal, the lab's regime: a few percent of a CPU
+G4=$((BMAX * 5 / 100))
+wr $OSLAB/vif1/goal $G4 >/dev/null
+check "goal $G4 Mbps reached (state met)" wait_until 30 is_state met
+B4=$(held_bw $G4)
+Q4=$(avg 1 quota_us 8)
+echo "# held goal_mbps=$G4 bw_mbps=$B4 quota_us=$Q4"
+check "goal $G4 held: mean $B4 Mbps within -15%/+25%" within "$B4" "$G4" 85 125
+check "CPU handed back: quota $Q4 < 60% of $Q2" test $((Q4 * 100)) -lt $((Q2 * 60))
+
+# 4. an unreachable goal
 G3=$((BMAX * 4))
 wr $OSLAB/vif1/goal $G3 >/dev/null
 check "goal $G3 Mbps reported unreachable" wait_until 30 is_state unreachable
 expect "quota at the ceiling" "$(field 1 quota_us)" "$CEIL"
 
-# 4. no goal: the original quota comes back
+# 5. no goal: the original quota comes back
 wr $OSLAB/vif1/goal 0 >/dev/null
 check "goal 0 restores cpu.max" wait_until 5 grep -q "^max 100000" $CG/ctr/cpu.max
 kill $TRACE

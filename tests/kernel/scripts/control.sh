@@ -63,7 +63,8 @@ check "goal $G4 Mbps reached (state met)" wait_until 30 is_state met
 B4=$(held_bw $G4)
 Q4=$(avg 1 quota_us 8)
 echo "# held goal_mbps=$G4 bw_mbps=$B4 quota_us=$Q4"
-check "goal $G4 held: mean $B4 Mbps within -15%/+25%" within "$B4" "$G4" 85 125
+# Wider: at a quota of a few ms CFS overruns it by up to a tick (docs/vif-procfs.md)
+check "goal $G4 held: mean $B4 Mbps within -20%/+40%" within "$B4" "$G4" 80 140
 check "CPU handed back: quota $Q4 < 60% of $Q2" test $((Q4 * 100)) -lt $((Q2 * 60))
 
 # 4. an unreachable goal

@@ -137,7 +137,7 @@ static void vif_ctl_decide(struct vif_slot *slot, u64 cap_ppm)
 	u64 target = (u64)vif_slot_target_mbps(slot) * 1000;
 	u64 quota = vif_ctl_quota_ppm(slot, cap_ppm);
 	u64 bw = slot->bw_smooth_kbps, cpu = slot->cpu_smooth_ppm;
-	u64 min_ppm, hi, aim, est, need;
+	u64 min_ppm, hi, aim, need;
 
 	slot->active = false;
 	slot->need_ppm = 0;
@@ -152,13 +152,14 @@ static void vif_ctl_decide(struct vif_slot *slot, u64 cap_ppm)
 
 	hi = div_u64(target * (100 + vif_tol_pct), 100);
 	aim = div_u64(target * (200 + vif_tol_pct), 200);
-	est = div64_u64(cpu * aim, bw);
 
 	if (slot->cg.quota_us == VIF_QUOTA_MAX) {
 		/*
 		 * Unlimited: start from the CPU it used, half-way to the
 		 * proportional estimate; below the target it stays unlimited.
 		 */
+		u64 est = div64_u64(cpu * aim, bw);
+
 		if (bw < target)
 			need = cap_ppm;
 		else if (bw > hi)

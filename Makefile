@@ -17,7 +17,7 @@ export GOTOOLCHAIN := local
 GO_MODULES := $(patsubst %/go.mod,%,$(shell find . -name go.mod -not -path './.venv/*' 2>/dev/null))
 SHELL_SCRIPTS := scripts/setup .ci/run
 YAML_DIRS := roles playbooks inventory molecule versions.yml Pulumi.yaml Pulumi.lab.yaml Pulumi.controller.yaml .yamllint .ansible-lint
-BENCHES := $(patsubst infra/bench/%.py,bench-%,$(filter-out infra/bench/__init__.py,$(wildcard infra/bench/*.py)))
+BENCHES := $(patsubst harness/bench/%.py,bench-%,$(filter-out harness/bench/__init__.py,$(wildcard harness/bench/*.py)))
 
 .PHONY: help setup lab lab-smoke lab-proof lab-down lab-destroy test lint test-unit test-go test-kernel test-integration test-molecule bench engine lock
 
@@ -28,22 +28,22 @@ setup: ## install everything the project needs (Debian packages, .venv, Go)
 	@bash scripts/setup
 
 lab: setup ## the main job: bring up the local lab and verify it; prints a stage table
-	@$(PY) -m infra.lab
+	@$(PY) -m harness.lab
 
 # The lab VMs (inventory/lab) keep running after make lab, as a lab does.
 LAB_VMS = lab-cp1 lab-w1
 
 lab-smoke: setup ## the cluster smoke: make lab, then the way back in two steps with the rollback checked between; reports/lab-smoke.json
-	@$(PY) -m infra.lab smoke
+	@$(PY) -m harness.lab smoke
 
 lab-proof: setup ## verify.yml with the SLO proof on (inventory/lab turns it off), on the running lab (make lab first); reports/verify-lab.json, verify-lab-proof.{json,png}
-	@$(PY) -m infra.lab proof
+	@$(PY) -m harness.lab proof
 
 lab-down: setup ## stop the lab VMs, keeping their disks (make lab boots them again)
-	@$(PY) -m infra.vm.image down --keep-disk $(LAB_VMS)
+	@$(PY) -m harness.vm.image down --keep-disk $(LAB_VMS)
 
 lab-destroy: setup ## pulumi destroy of the lab (DepCon rolled back, cluster reset), then the VMs and disks go
-	@$(PY) -m infra.lab destroy
+	@$(PY) -m harness.lab destroy
 
 test: setup ## the full suite: lint, unit, Go, kernel VM and integration tests
 	@$(MAKE) --no-print-directory lint
@@ -55,7 +55,7 @@ test: setup ## the full suite: lint, unit, Go, kernel VM and integration tests
 
 lint: ## ruff, mypy --strict, yamllint, ansible-lint, shellcheck, gofmt/go vet, kernel style
 	@echo "== lint: ruff"; ruff check . && ruff format --check .
-	@echo "== lint: mypy --strict infra/"; mypy
+	@echo "== lint: mypy --strict"; mypy
 	@echo "== lint: yamllint"; yamllint --strict $(YAML_DIRS)
 	@echo "== lint: ansible-lint (production)"; ansible-lint --profile production playbooks roles molecule
 	@echo "== lint: shellcheck"; shellcheck $(SHELL_SCRIPTS)
@@ -89,8 +89,8 @@ MOLECULE_SCENARIOS ?= node cluster
 
 test-molecule: setup ## molecule scenarios on Debian 12 VMs (qemu TCG; VM image cached)
 	@echo "== test: molecule ($(MOLECULE_SCENARIOS))"; \
-	$(PY) -m infra.artifacts build; \
-	export DEPCON_BUNDLE_DIR=$$($(PY) -m infra.artifacts path); \
+	$(PY) -m buildtools.artifacts build; \
+	export DEPCON_BUNDLE_DIR=$$($(PY) -m buildtools.artifacts path); \
 	for s in $(MOLECULE_SCENARIOS); do molecule test -s $$s; done
 
 bench: setup ## every benchmark (make bench-<name>); reports under reports/bench/
@@ -98,13 +98,13 @@ bench: setup ## every benchmark (make bench-<name>); reports under reports/bench
 	@for b in $(BENCHES); do $(MAKE) --no-print-directory $$b; done
 
 bench-%: setup
-	@$(PY) -m infra.bench.$*
+	@$(PY) -m harness.bench.$*
 
 engine: setup ## build (or reuse) the Pulumi CLI, language host and Kubernetes plugin
-	@$(PY) -m infra.pulumi_engine build
+	@$(PY) -m buildtools.pulumi_engine build
 
 artifacts: setup ## build (or reuse) the offline Kubernetes bundle: binaries, patched kubelet, images
-	@$(PY) -m infra.artifacts build
+	@$(PY) -m buildtools.artifacts build
 
 lock: ## re-resolve requirements.lock from pyproject.toml (keeps existing pins)
 	@$(PY) -m uv pip compile pyproject.toml --extra dev --python-version 3.11 \

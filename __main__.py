@@ -7,7 +7,7 @@ nodes -> the cluster's API (provider, namespace) -> verification. The stack's
 
 import pulumi
 
-from infra.config import load_project
+from depcon.config import load_project
 from program.hosts import ControllerPreflight, DepconOnHosts, HostsArgs, KubeadmCluster, bundle_dir
 from program.kube import ClusterApi, ClusterApiArgs
 from program.verification import Verification, VerificationArgs

@@ -78,7 +78,7 @@ def max_mbps() -> int:
 def controller_config() -> Any:
     """The controller's config module, for runs from the checkout (not shipped to nodes)."""
     try:
-        from infra import config  # noqa: PLC0415 -- the controller's, absent on a node
+        from depcon import config  # noqa: PLC0415 -- the controller's, absent on a node
     except ImportError:
         raise SloError(
             f"not in the project's checkout: set {RESOURCE_ENV} and {MAX_MBPS_ENV} "

@@ -14,8 +14,8 @@ from typing import Any
 
 import pulumi
 
-from infra.ansible_run import inputs_hash
-from infra.paths import repo_root
+from depcon.ansible_run import inputs_hash
+from depcon.paths import repo_root
 from program.playbook import HostPlaybook, PlaybookArgs
 
 # What every run reads besides its own playbooks and roles.
@@ -76,7 +76,7 @@ def bundle_dir() -> str:
     explicit = os.environ.get("DEPCON_BUNDLE_DIR")
     if explicit:
         return explicit
-    from infra.artifacts import bundle_path  # noqa: PLC0415 -- heavy, only for a cluster
+    from buildtools.artifacts import bundle_path  # noqa: PLC0415 -- heavy, only for a cluster
 
     return str(bundle_path())
 

@@ -22,7 +22,7 @@ import pulumi_kubernetes as k8s
 import yaml
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 
-from infra.ansible_run import run_playbook_isolated
+from depcon.ansible_run import run_playbook_isolated
 
 NAMESPACE = "depcon-system"
 

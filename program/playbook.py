@@ -20,7 +20,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 
-from infra.ansible_run import run_playbook_isolated
+from depcon.ansible_run import run_playbook_isolated
 
 # A change to any of these is a change on the hosts: the playbook runs again.
 RUN_KEYS = ("playbook", "inventory", "extra_vars", "inputs_hash")

@@ -20,9 +20,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from infra.ansible_run import inputs_hash
-from infra.config import load_versions
-from infra.paths import repo_root
+from depcon.ansible_run import inputs_hash
+from depcon.config import load_versions
+from depcon.paths import repo_root
 from program.kube import NAMESPACE
 from program.playbook import HostPlaybook, PlaybookArgs
 
@@ -36,7 +36,7 @@ VERIFY_INPUTS = (
     "playbooks/templates",
     "playbooks/tasks",
     # The SLO proof's judge and its tracer on the nodes.
-    "infra/proof.py",
+    "depcon/proof.py",
     "nodeagent/vif_trace.py",
 )
 
@@ -140,7 +140,7 @@ class Verification(pulumi.ComponentResource):
         )
         self.verdict = check.stats.apply(lambda s: "passed" if s else "not run")
         self.report = pulumi.Output.from_input(args.report)
-        # verify.yml writes the SLO proof next to the report (infra/proof.py).
+        # verify.yml writes the SLO proof next to the report (depcon/proof.py).
         self.proof_report = self.report.apply(
             lambda r: str(Path(r).with_name(Path(r).stem + "-proof.json"))
         )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.paths import repo_root
+from depcon.paths import repo_root
 
 
 @pytest.fixture

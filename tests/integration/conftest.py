@@ -1,4 +1,4 @@
-"""Integration fixtures: a real control plane on loopback (infra/controlplane.py)."""
+"""Integration fixtures: a real control plane on loopback (harness/controlplane.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from infra.controlplane import ControlPlane
+from harness.controlplane import ControlPlane
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.ansible_run import PlaybookError, run_playbook, run_playbook_isolated
-from infra.config import load_versions
+from depcon.ansible_run import PlaybookError, run_playbook, run_playbook_isolated
+from depcon.config import load_versions
 
 pytestmark = pytest.mark.integration
 

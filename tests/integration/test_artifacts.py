@@ -1,4 +1,4 @@
-"""The offline Kubernetes bundle (infra/artifacts/): real builds, real binaries, real kubeadm.
+"""The offline Kubernetes bundle (buildtools/artifacts/): real builds, real binaries, real kubeadm.
 
 The first test builds the bundle (cached under cache_dir(): a no-op when an
 earlier run built it at the same pins and patches; a cold build takes tens
@@ -30,10 +30,10 @@ from typing import Any
 
 import pytest
 
-from infra import artifacts
-from infra.artifacts import MISSING_IMAGES, ArtifactError, Bundle, builders, recipes
-from infra.config import load_versions
-from infra.kubelet_patch import download_kubernetes
+from buildtools import artifacts
+from buildtools.artifacts import MISSING_IMAGES, ArtifactError, Bundle, builders, recipes
+from buildtools.kubelet_patch import download_kubernetes
+from depcon.config import load_versions
 
 pytestmark = pytest.mark.integration
 

@@ -1,12 +1,12 @@
-"""The test control plane itself (infra/controlplane.py): it starts, takes Nodes, fails readably."""
+"""The test control plane (harness/controlplane.py): it starts, takes Nodes, fails readably."""
 
 from __future__ import annotations
 
 import pytest
 from kubernetes import client
 
-from infra.config import load_versions
-from infra.controlplane import ControlPlane, ControlPlaneError, add_node
+from depcon.config import load_versions
+from harness.controlplane import ControlPlane, ControlPlaneError, add_node
 
 pytestmark = pytest.mark.integration
 

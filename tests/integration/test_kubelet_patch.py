@@ -3,7 +3,7 @@
 Real module from the Go module proxy (verified against versions.yml), real
 ``git apply`` on a copy of it. Compiling the patched kubelet is the bundle
 build's job, not this test's. The last test runs the depcon
-package against the real vif module in the vif VM harness (infra/vm).
+package against the real vif module in the vif VM harness (harness/vm).
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.config import load_versions
-from infra.kubelet_patch import (
+from buildtools.kubelet_patch import (
     KubernetesSource,
     PatchError,
     apply_series,
@@ -30,8 +29,9 @@ from infra.kubelet_patch import (
     refresh_series,
     series,
 )
-from infra.paths import repo_root
-from infra.vm import runner
+from depcon.config import load_versions
+from depcon.paths import repo_root
+from harness.vm import runner
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import subprocess
 
 import pytest
 
-from infra import pulumi_engine
-from infra.pulumi_engine import Engine
+from buildtools import pulumi_engine
+from buildtools.pulumi_engine import Engine
 
 pytestmark = pytest.mark.integration
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from infra.config import load_versions
-from infra.paths import repo_root
+from depcon.config import load_versions
+from depcon.paths import repo_root
 
 pytestmark = pytest.mark.integration
 
@@ -32,9 +32,9 @@ pytestmark = pytest.mark.integration
 def engine_env() -> dict[str, str]:
     """Build (or reuse) the engine and return an environment that uses it."""
     py = sys.executable
-    subprocess.run([py, "-m", "infra.pulumi_engine", "build"], check=True, cwd=repo_root())
+    subprocess.run([py, "-m", "buildtools.pulumi_engine", "build"], check=True, cwd=repo_root())
     out = subprocess.run(
-        [py, "-m", "infra.pulumi_engine", "env"],
+        [py, "-m", "buildtools.pulumi_engine", "env"],
         check=True,
         cwd=repo_root(),
         capture_output=True,

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from infra.config import load_versions
-from infra.controlplane import ControlPlane, Scheduler, add_node
-from infra.scheduler import SchedulerConfigError, SchedulerSettings, check_with_binary, render
+from buildtools.scheduler import SchedulerConfigError, SchedulerSettings, check_with_binary, render
+from depcon.config import load_versions
+from harness.controlplane import ControlPlane, Scheduler, add_node
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """depcon-slo against a real etcd + kube-apiserver at the pinned version, and the real /sys.
 
-Nodes are API objects (infra.controlplane.add_node); depcon-slo runs as a
+Nodes are API objects (harness.controlplane.add_node); depcon-slo runs as a
 process with the admin kubeconfig, as it runs on a controller or a node. The
 keep-registered proof runs the ExecStart line of the rendered systemd unit
 (roles/slo_capacity/templates/depcon-slo.service.j2) and does to the Node what a
@@ -27,9 +27,9 @@ import pytest
 import yaml
 from kubernetes import client
 
-from infra.config import load_versions
-from infra.controlplane import ControlPlane, add_node
-from infra.paths import repo_root
+from depcon.config import load_versions
+from depcon.paths import repo_root
+from harness.controlplane import ControlPlane, add_node
 from tests.fake_sysfs import FakeSysfs
 
 pytestmark = pytest.mark.integration

@@ -1,1 +1,1 @@
-"""vif.ko tests in a real kernel under qemu (see infra/vm)."""
+"""vif.ko tests in a real kernel under qemu (see harness/vm)."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from infra.vm.cpio import CpioWriter
-from infra.vm.runner import VmError, VmResult
+from harness.vm.cpio import CpioWriter
+from harness.vm.runner import VmError, VmResult
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""vif.ko in the pinned Debian kernels, booted under qemu (TCG) by infra.vm.
+"""vif.ko in the pinned Debian kernels, booted under qemu (TCG) by harness.vm.
 
 Each test boots a kernel once and runs one kselftest-style script from scripts/
 inside it (exit 0 pass, 1 fail, 4 skip); the script's checks print as "ok N" /
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from infra.config import load_versions
-from infra.vm import VM_LIB, VmResult, kernel_by_name, run_script
-from infra.vm.runner import KSFT_SKIP
+from depcon.config import load_versions
+from harness.vm import VM_LIB, VmResult, kernel_by_name, run_script
+from harness.vm.runner import KSFT_SKIP
 
 pytestmark = pytest.mark.kernel
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from infra.artifacts import bundle as artifacts
-from infra.artifacts import recipes
+from buildtools.artifacts import bundle as artifacts
+from buildtools.artifacts import recipes
 
 pytestmark = pytest.mark.unit
 

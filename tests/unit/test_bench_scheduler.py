@@ -1,4 +1,4 @@
-"""infra/bench/scheduler.py: statistics, parsing, the outcome, and the Go module's pins."""
+"""harness/bench/scheduler.py: statistics, parsing, the outcome, and the Go module's pins."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from infra.bench import metrics, stats, workload
-from infra.bench import scheduler as bench
-from infra.config import load_versions
-from infra.scheduler import SchedulerSettings, render
+from buildtools.scheduler import SchedulerSettings, render
+from depcon.config import load_versions
+from harness.bench import metrics, stats, workload
+from harness.bench import scheduler as bench
 
 pytestmark = pytest.mark.unit
 

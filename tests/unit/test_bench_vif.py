@@ -1,4 +1,4 @@
-"""infra/bench/vif_analysis.py: metrics and intervals, on synthetic vif_bench.sh records."""
+"""harness/bench/vif_analysis.py: metrics and intervals, on synthetic vif_bench.sh records."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from infra.bench import vif_analysis as va
+from harness.bench import vif_analysis as va
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""infra/config.py: the real files load; every kind of bad input names file and key."""
+"""depcon/config.py: the real files load; every kind of bad input names file and key."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.config import (
+from depcon.config import (
     ConfigError,
     load_inventory,
     load_project,
@@ -257,7 +257,7 @@ def test_versions_live_only_in_versions_yml(root: Path) -> None:
     suffixes = {".py", ".yml", ".yaml", ".go", ".c", ".h", ".j2", ".cfg", ".toml", ".mod"}
     # Go cannot read versions.yml: this go.mod must carry the pin, and
     # tests/unit/test_bench_scheduler.py holds it equal to versions.yml's.
-    guarded = {Path("infra/bench/schedulerframework/go.mod")}
+    guarded = {Path("harness/bench/schedulerframework/go.mod")}
     offenders = []
     for path in root.rglob("*"):
         rel = path.relative_to(root)

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from infra import lab
+from harness import lab
 
 pytestmark = pytest.mark.unit
 
 ARCH = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
+CONTROLLER_PACKAGES = ("depcon", "buildtools", "harness")
+PACKAGES = (*CONTROLLER_PACKAGES, "program", "nodeagent")
 
 
 def named_paths(text: str) -> set[str]:
@@ -30,14 +32,15 @@ def test_every_named_path_exists(root: Path) -> None:
     assert missing == []
 
 
-def test_every_infra_module_is_owned_in_the_doc(root: Path) -> None:
+def test_every_controller_module_is_owned_in_the_doc(root: Path) -> None:
     text = ARCH.read_text()
     modules = [
         p.relative_to(root).as_posix()
-        for p in (root / "infra").glob("*.py")
-        if p.name != "__init__.py"
+        for d in CONTROLLER_PACKAGES
+        for p in (root / d).glob("*.py")
+        if p.name not in ("__init__.py", "__main__.py")
     ]
-    assert modules, "infra/ has no modules?"
+    assert modules, "no controller modules?"
     assert [m for m in modules if f"`{m}`" not in text] == []
 
 
@@ -70,14 +73,18 @@ def _places(text: str) -> dict[str, tuple[list[str], set[str]]]:
 
 
 def _project_imports(path: Path) -> set[str]:
+    """Every project module the file imports; ``from pkg import mod`` counts as ``pkg.mod``."""
     tree = ast.parse(path.read_text())
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
+            if node.module in PACKAGES:
+                found.update(f"{node.module}.{a.name}" for a in node.names)
+            else:
+                found.add(node.module)
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
-    return {m for m in found if m.split(".")[0] in ("infra", "program", "nodeagent")}
+    return {m for m in found if m.split(".")[0] in PACKAGES}
 
 
 def test_each_place_imports_only_what_it_may(root: Path) -> None:
@@ -95,10 +102,7 @@ def test_each_place_imports_only_what_it_may(root: Path) -> None:
         return owner[best] if best else None
 
     files = [
-        p
-        for d in ("infra", "program", "nodeagent")
-        for p in (root / d).rglob("*.py")
-        if "__pycache__" not in p.parts
+        p for d in PACKAGES for p in (root / d).rglob("*.py") if "__pycache__" not in p.parts
     ] + [root / "__main__.py"]
     wrong = []
     for f in files:
@@ -109,17 +113,13 @@ def test_each_place_imports_only_what_it_may(root: Path) -> None:
             .replace("/", ".")
             .removesuffix(".__init__")
         )
-        if rel == "infra":
-            continue  # the package's empty __init__
         here = "Pulumi program" if rel == "__main__" else place_of(rel)
         if here is None:
             wrong.append(f"{rel}: in no place of the table")
             continue
         allowed = places[here][1] | {here}
         for imported in _project_imports(f):
-            there = place_of(imported) or ("harness" if imported == "infra.vm" else None)
-            if imported in ("infra", "program", "nodeagent"):
-                continue
+            there = place_of(imported)
             if there not in allowed:
                 wrong.append(f"{rel} ({here}) imports {imported} ({there})")
     assert wrong == []

@@ -1,4 +1,4 @@
-"""infra/lab.py: the stage table never reports a stage that did not run as passed."""
+"""harness/lab.py: the stage table never reports a stage that did not run as passed."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from infra import lab
-from infra.config import load_project
+from depcon.config import load_project
+from harness import lab
 from tests.unit.test_config import edit
 
 pytestmark = pytest.mark.unit

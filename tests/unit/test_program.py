@@ -14,9 +14,9 @@ import pulumi
 import pytest
 import yaml
 
-from infra.ansible_run import inputs_hash
-from infra.config import ConfigError
-from infra.paths import repo_root
+from depcon.ansible_run import inputs_hash
+from depcon.config import ConfigError
+from depcon.paths import repo_root
 from program import hosts
 
 pytestmark = pytest.mark.unit
@@ -181,10 +181,19 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bundle: Path) -> Path:
     for name in ("versions.yml", "ansible.cfg"):
         dst.mkdir(exist_ok=True)
         shutil.copy(src / name, dst / name)
-    for d in ("playbooks", "roles", "inventory", "kernel_module", "infra", "nodeagent"):
+    for d in (
+        "playbooks",
+        "roles",
+        "inventory",
+        "kernel_module",
+        "depcon",
+        "buildtools",
+        "harness",
+        "nodeagent",
+    ):
         shutil.copytree(src / d, dst / d, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(hosts, "repo_root", lambda: dst)
-    monkeypatch.setattr("infra.ansible_run.repo_root", lambda: dst)
+    monkeypatch.setattr("depcon.ansible_run.repo_root", lambda: dst)
     return dst
 
 

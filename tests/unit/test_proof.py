@@ -1,4 +1,4 @@
-"""infra/proof.py: the SLO proof's verdict over synthetic runs of netperf and the tracer."""
+"""depcon/proof.py: the SLO proof's verdict over synthetic runs of netperf and the tracer."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from infra import proof
+from depcon import proof
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""The DepCon scheduler profile renderer (infra/scheduler.py): shape of the YAML, validation."""
+"""The DepCon scheduler profile renderer (buildtools/scheduler.py): YAML shape, validation."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import jinja2.meta
 import pytest
 import yaml
 
-from infra import scheduler
-from infra.config import load_versions
-from infra.scheduler import SchedulerConfigError, SchedulerSettings, ShapePoint, render
+from buildtools import scheduler
+from buildtools.scheduler import SchedulerConfigError, SchedulerSettings, ShapePoint, render
+from depcon.config import load_versions
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""infra/vm/network.py: no lab or molecule qemu command line reaches beyond this machine."""
+"""harness/vm/network.py: no lab or molecule qemu command line reaches beyond this machine."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.vm import image, network
+from harness.vm import image, network
 
 pytestmark = pytest.mark.unit
 
@@ -77,7 +77,7 @@ def test_molecule_vm_command_line_stays_on_this_machine(scenario: str, tmp_path:
 
 def test_molecule_create_boots_through_the_harness() -> None:
     create = (ROOT / "molecule/shared/create.yml").read_text()
-    assert "infra.vm.image" in create and "--segment" in create
+    assert "harness.vm.image" in create and "--segment" in create
 
 
 def test_nobody_else_spells_qemu_network_arguments() -> None:
@@ -89,7 +89,7 @@ def test_nobody_else_spells_qemu_network_arguments() -> None:
         check=True,
     ).stdout.split()
     spelled = re.compile(r"-netdev|hostfwd|mcast=|-nic\b")
-    owners = {"infra/vm/network.py", "tests/unit/test_vm_network.py"}
+    owners = {"harness/vm/network.py", "tests/unit/test_vm_network.py"}
     offenders = [f for f in files if f not in owners and spelled.search((ROOT / f).read_text())]
     assert offenders == []
 

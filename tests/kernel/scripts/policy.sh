@@ -14,7 +14,7 @@
 # The assertions are on what the module grants (quotas, cpu-limited) and on
 # normal's bandwidth against its goal, which is a fraction of what normal
 # reached unlimited in this very VM next to the hog and the greedy sender.
-# shellcheck source=SCRIPTDIR/../../../infra/vm/lib.sh
+# shellcheck source=SCRIPTDIR/../../../harness/vm/lib.sh
 . ./lib.sh
 load period_ms="${VIF_PERIOD_MS:-200}" || { echo "insmod failed"; exit "$KSFT_FAIL"; }
 setup_net

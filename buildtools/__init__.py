@@ -1,0 +1,1 @@
+"""Controller-side build tooling: the machine setup, the Pulumi engine, the Kubernetes bundle."""

@@ -1,0 +1,1 @@
+"""Harnesses: the VMs, the loopback control plane, the lab and the benchmarks."""

@@ -1,0 +1,1 @@
+"""Benchmarks: ``make bench-<name>`` runs ``python -m harness.bench.<name>``."""

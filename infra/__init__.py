@@ -1,1 +1,0 @@
-"""DepCon deploy: the Pulumi components and tooling behind the project."""

@@ -1,1 +1,0 @@
-"""Benchmarks: ``make bench-<name>`` runs ``python -m infra.bench.<name>``."""

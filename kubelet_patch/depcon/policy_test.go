@@ -57,7 +57,7 @@ func TestPolicyFromEnv(t *testing.T) {
 	}
 }
 
-// greedyPod asks for everything the module allows: the pod of issue 16.
+// greedyPod asks for everything the module allows, to starve its neighbours.
 func greedyPod(name string) *v1.Pod {
 	return sloPod(name, "1", "", map[string]string{WeightAnnotation: "10000", MinCreditAnnotation: "100"})
 }

@@ -1,4 +1,4 @@
-# Policy (issue 16): why the kubelet caps the pods' weight and min-credit.
+# Policy: why the kubelet caps the pods' weight and min-credit.
 # Two SLO senders (own netns and cgroup) and a CPU hog on the same CPUs:
 # "normal" (slot 1: a goal it can reach here, weight 1, min_credit 0) and
 # "greedy" (slot 2: goal 1 Mbps, what its pod's author asks for besides).

@@ -24,6 +24,7 @@ from typing import Literal
 from depcon.config import KernelPin, load_versions
 from harness.vm.initramfs import MissingInputError, base_image, run_image
 from harness.vm.module import build_module
+from harness.vm.network import check_command
 
 QEMU = "qemu-system-x86_64"
 # A dmesg line matching this fails the run (the issue's rule).
@@ -134,6 +135,26 @@ def _read_lines(
             sink.append((time.monotonic(), line))
 
 
+def kernel_command(vmlinuz: Path, initrd: Path, *, smp: int, mem_mb: int) -> list[str]:
+    """The kernel test VM's qemu command line: serial console only, no NIC at all."""
+    cmd = [
+        *qemu_tcg(smp, mem_mb, threads="single"),
+        "-no-reboot",
+        "-serial",
+        "stdio",
+        "-kernel",
+        str(vmlinuz),
+        "-initrd",
+        str(initrd),
+        "-append",
+        # maxcpus=1: the kernel boots on CPU 0 alone and /init brings the
+        # others up (init.sh says why).
+        "console=ttyS0 quiet oops=panic panic=-1 mitigations=off random.trust_cpu=on maxcpus=1",
+    ]
+    check_command(cmd)
+    return cmd
+
+
 def run_script(
     script: Path,
     *,
@@ -170,20 +191,7 @@ def run_script(
         with initrd.open("wb") as f:
             f.write(base_image(kernel).read_bytes())
             f.write(run_image(run_files))
-        cmd = [
-            *qemu_tcg(smp, mem_mb, threads="single"),
-            "-no-reboot",
-            "-serial",
-            "stdio",
-            "-kernel",
-            str(kernel.vmlinuz),
-            "-initrd",
-            str(initrd),
-            "-append",
-            # maxcpus=1: the kernel boots on CPU 0 alone and /init brings the
-            # others up (init.sh says why).
-            "console=ttyS0 quiet oops=panic panic=-1 mitigations=off random.trust_cpu=on maxcpus=1",
-        ]
+        cmd = kernel_command(kernel.vmlinuz, initrd, smp=smp, mem_mb=mem_mb)
         lines: list[tuple[float, str]] = []
         lock = threading.Lock()
         start = time.monotonic()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.vm import image, network
+from harness.vm import image, network, runner
 
 pytestmark = pytest.mark.unit
 
@@ -73,6 +73,13 @@ def test_molecule_vm_command_line_stays_on_this_machine(scenario: str, tmp_path:
         segments.add(p["segment"])
     # One segment per scenario, none shared with the lab's.
     assert len(segments) == 1 and image.LAB_SEGMENT not in segments
+
+
+def test_kernel_test_vm_has_no_nic(tmp_path: Path) -> None:
+    argv = runner.kernel_command(tmp_path / "vmlinuz", tmp_path / "initrd", smp=2, mem_mb=512)
+    network.check_command(argv)
+    assert "-nodefaults" in argv
+    assert not [a for a in argv if a in ("-netdev", "-net", "-nic", "-device")]
 
 
 def test_molecule_create_boots_through_the_harness() -> None:

@@ -592,3 +592,62 @@ def test_depcon_kubelet_never_backs_up_its_own_kubelet(root: Path, tmp_path: Pat
         book.unlink()
     assert not backup.exists()
     assert kubelet.read_text().startswith("#!/bin/sh")
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        ({"depcon_kubelet_max_weight": 0}, "depcon_kubelet_max_weight 0 must be in 1-10000"),
+        ({"vif_module_period_ms": 5}, "vif module parameters out of range on w9"),
+    ],
+)
+def test_depcon_refuses_a_bad_node_before_any_change_anywhere(
+    tmp_path: Path, root: Path, bad: dict[str, Any], problem: str
+) -> None:
+    """One node's bad setting stops depcon.yml before the build or a drain on any node.
+
+    Both nodes are this machine, and the run is --check: even a regression
+    that let the run go on would change nothing here.
+    """
+    node = {
+        "ansible_connection": "local",
+        "depcon_node_interface": "eth0",
+        "depcon_slo_capacity_mbps": 1000,
+        "depcon_bundle_dir": str(tmp_path),
+    }
+    inv = tmp_path / "hosts.yml"
+    py = {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}
+    inv.write_text(
+        yaml.safe_dump(
+            {
+                "all": {
+                    "children": {
+                        "kube_control_plane": {"hosts": {"cp9": py | node}},
+                        "kube_node": {"hosts": {"w9": py | node | bad}},
+                    }
+                }
+            }
+        )
+    )
+    env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"))
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "--check",
+            "-i",
+            str(inv),
+            "playbooks/depcon.yml",
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert problem in out, out[-3000:]
+    started = re.findall(r"^TASK \[(.*?)\]", proc.stdout, flags=re.M)
+    assert "Check the vif module parameters" in started, started
+    assert not [t for t in started if re.search(r"DKMS|[Dd]rain|Install the", t)], started

@@ -599,6 +599,7 @@ def test_depcon_kubelet_never_backs_up_its_own_kubelet(root: Path, tmp_path: Pat
     [
         ({"depcon_kubelet_max_weight": 0}, "depcon_kubelet_max_weight 0 must be in 1-10000"),
         ({"vif_module_period_ms": 5}, "vif module parameters out of range on w9"),
+        ({"vif_module_link_mbps": 2_000_000}, "link_mbps=2000000 (1-1000000)"),
     ],
 )
 def test_depcon_refuses_a_bad_node_before_any_change_anywhere(

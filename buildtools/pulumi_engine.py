@@ -43,7 +43,7 @@ from typing import TypeVar
 from buildtools import gotool
 from buildtools.gotool import Module
 from depcon.config import ConfigError, PulumiKubernetesSums, PulumiSdkSums, load_versions
-from depcon.paths import cache_dir, repo_root, staged
+from depcon.paths import cache_dir, idle, mark_used, repo_root, staged
 
 T = TypeVar("T")
 
@@ -413,6 +413,7 @@ def build(pulumi_version: str | None = None, kubernetes_version: str | None = No
     engine = engine_for(pins)
     if (engine.root / "manifest.json").is_file():
         log(f"using cached engine {engine.root}")
+        mark_used(engine.root)  # another checkout's build keeps it (_prune_stale)
         _install_plugin(engine, w)
         return engine
 
@@ -444,14 +445,15 @@ def build(pulumi_version: str | None = None, kubernetes_version: str | None = No
 
 
 def _prune_stale(engine: Engine) -> None:
-    """Drop older builds of the same versions (a changed build script or Go).
+    """Drop builds of the same versions (a changed build script or Go) nobody used for a day.
 
-    Each entry is ~440 MB; entries of other versions are kept, so switching
-    the lock back and forth stays warm.
+    Each entry is ~440 MB. One used lately may be another checkout's, with a
+    run going on it (a lab's `pulumi up`); entries of other versions are kept,
+    so switching the lock back and forth stays warm.
     """
     prefix = engine.root.name.rsplit("-", 1)[0] + "-"
     for other in engine.root.parent.iterdir():
-        if other != engine.root and other.name.startswith(prefix):
+        if other != engine.root and other.name.startswith(prefix) and idle(other):
             log(f"removing stale build {other}")
             shutil.rmtree(other, ignore_errors=True)
 

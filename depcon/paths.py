@@ -7,10 +7,12 @@ at a time where builders could race (:func:`locked`).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,3 +71,22 @@ def staged(final: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+# A cache entry another checkout used this recently may be in use by its run
+# (a lab, a molecule scenario, a test tier): pruning keeps it.
+PRUNE_AFTER_S = 24 * 3600
+
+
+def mark_used(entry: Path) -> None:
+    """Record that a run uses ``entry`` now, so no other checkout prunes it."""
+    with contextlib.suppress(OSError):
+        os.utime(entry)
+
+
+def idle(entry: Path) -> bool:
+    """No run used ``entry`` for PRUNE_AFTER_S (see :func:`mark_used`)."""
+    try:
+        return time.time() - entry.stat().st_mtime > PRUNE_AFTER_S
+    except OSError:
+        return False

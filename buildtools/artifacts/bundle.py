@@ -41,7 +41,6 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -63,7 +62,7 @@ from buildtools.artifacts.recipes import (
     plan,
 )
 from depcon.config import Versions
-from depcon.paths import staged
+from depcon.paths import idle, mark_used, staged
 
 # --- the bundle -----------------------------------------------------------------------
 
@@ -114,18 +113,6 @@ def _up_to_date(bundle: Path, p: Plan) -> bool:
     return bool(manifest.get("keys") == p.bundle_key and (bundle / "SHA256SUMS").is_file())
 
 
-# An entry another checkout used this recently may be in use by its run (a lab,
-# a molecule scenario): it is kept.
-PRUNE_AFTER_S = 24 * 3600
-
-
-def _idle(entry: Path) -> bool:
-    try:
-        return time.time() - entry.stat().st_mtime > PRUNE_AFTER_S
-    except OSError:
-        return False
-
-
 def _prune(p: Plan, bundle: Path, part_dirs: Mapping[str, Path], images: Path) -> None:
     """Drop entries this bundle does not use and nobody used for a day (hundreds of MB each).
 
@@ -136,15 +123,14 @@ def _prune(p: Plan, bundle: Path, part_dirs: Mapping[str, Path], images: Path) -
     """
     keep = {*part_dirs.values(), images}
     for entry in keep | {bundle}:
-        with contextlib.suppress(OSError):
-            os.utime(entry)
+        mark_used(entry)
     for entry in (_root() / "parts").iterdir():
-        if entry not in keep and _idle(entry):
+        if entry not in keep and idle(entry):
             log(f"removing stale {entry.name}")
             shutil.rmtree(entry, ignore_errors=True)
     prefix = p.versions.kubernetes.version + "-"
     for entry in _root().iterdir():
-        if entry != bundle and entry.name.startswith((prefix, ".tmp-", ".old-")) and _idle(entry):
+        if entry != bundle and entry.name.startswith((prefix, ".tmp-", ".old-")) and idle(entry):
             log(f"removing stale bundle {entry.name}")
             shutil.rmtree(entry, ignore_errors=True)
 
@@ -158,8 +144,7 @@ def build(versions: Versions | None = None) -> Bundle:
     kubelet = kubelet_version(p.versions.kubernetes)
     if _up_to_date(bundle, p):
         log(f"up to date: {bundle} ({time.monotonic() - started:.1f} s)")
-        with contextlib.suppress(OSError):
-            os.utime(bundle)  # in use: another checkout's build keeps it (_prune)
+        mark_used(bundle)  # another checkout's build keeps it (_prune)
         return Bundle(root=bundle, kubelet_version=kubelet, images=refs)
     with _lock():
         if _up_to_date(bundle, p):  # another build finished while we waited

@@ -1,4 +1,4 @@
-"""The bundle cache: pruning spares what another checkout may be using; keys follow the code."""
+"""The bundle and engine caches: pruning spares what another checkout uses; keys follow the code."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from buildtools import pulumi_engine
 from buildtools.artifacts import bundle as artifacts
 from buildtools.artifacts import recipes
+from depcon import paths
 
 pytestmark = pytest.mark.unit
 
@@ -31,7 +33,7 @@ def test_prune_keeps_recently_used_entries_of_other_checkouts(
     images = tmp_path / "parts" / "images-ddd"
     for d in (ours, theirs_now, theirs_old, part_ours, part_theirs, part_old, images):
         d.mkdir()
-    day_ago = time.time() - artifacts.PRUNE_AFTER_S - 60
+    day_ago = time.time() - paths.PRUNE_AFTER_S - 60
     for d in (theirs_old, part_old, ours, part_ours):
         os.utime(d, (day_ago, day_ago))
     plan: Any = SimpleNamespace(
@@ -85,3 +87,18 @@ def test_an_edit_to_the_oci_writer_changes_the_images_key(
 ) -> None:
     changed = _key_edits(tmp_path, monkeypatch, "oci", '"""', '"""  ')
     assert changed == {"images"}
+
+
+def test_engine_prune_keeps_a_build_another_checkout_uses(tmp_path: Path) -> None:
+    """A lab's engine (same versions, other code) survives a test run's new build."""
+    ours = tmp_path / "3.257.0-4.25.0-ours"
+    theirs = tmp_path / "3.257.0-4.25.0-theirs"  # a lab's pulumi up runs on it
+    forgotten = tmp_path / "3.257.0-4.25.0-forgotten"
+    other_versions = tmp_path / "3.256.0-4.24.0-old"
+    for d in (ours, theirs, forgotten, other_versions):
+        d.mkdir()
+    day_ago = time.time() - paths.PRUNE_AFTER_S - 60
+    for d in (forgotten, other_versions):
+        os.utime(d, (day_ago, day_ago))
+    pulumi_engine._prune_stale(pulumi_engine.Engine(root=ours, pulumi_home=tmp_path / "home"))
+    assert {p.name for p in tmp_path.iterdir()} == {ours.name, theirs.name, other_versions.name}

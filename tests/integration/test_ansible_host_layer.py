@@ -503,12 +503,18 @@ def test_delegated_tasks_run_on_the_projects_python(
     assert json.loads(seen.read_text()) == {"exists": True}
 
 
-def _node_inventory(tmp_path: Path, nodes: dict[str, dict[str, Any]]) -> Path:
-    """Nodes that are this machine (connection local, the project's Python)."""
+def _node_inventory(
+    tmp_path: Path,
+    nodes: dict[str, dict[str, Any]],
+    workers: dict[str, dict[str, Any]] | None = None,
+) -> Path:
+    """Control-plane nodes (and workers) that are this machine (the project's Python)."""
     py = {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}
-    nodes = {name: py | hv for name, hv in nodes.items()}
+    groups = {"kube_control_plane": {"hosts": {name: py | hv for name, hv in nodes.items()}}}
+    if workers:
+        groups["kube_node"] = {"hosts": {name: py | hv for name, hv in workers.items()}}
     inv = tmp_path / "hosts.yml"
-    inv.write_text(yaml.safe_dump({"all": {"children": {"kube_control_plane": {"hosts": nodes}}}}))
+    inv.write_text(yaml.safe_dump({"all": {"children": groups}}))
     return inv
 
 
@@ -616,20 +622,7 @@ def test_depcon_refuses_a_bad_node_before_any_change_anywhere(
         "depcon_slo_capacity_mbps": 1000,
         "depcon_bundle_dir": str(tmp_path),
     }
-    inv = tmp_path / "hosts.yml"
-    py = {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}
-    inv.write_text(
-        yaml.safe_dump(
-            {
-                "all": {
-                    "children": {
-                        "kube_control_plane": {"hosts": {"cp9": py | node}},
-                        "kube_node": {"hosts": {"w9": py | node | bad}},
-                    }
-                }
-            }
-        )
-    )
+    inv = _node_inventory(tmp_path, {"cp9": node}, workers={"w9": node | bad})
     env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     proc = subprocess.run(

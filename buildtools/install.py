@@ -26,6 +26,8 @@ from depcon.config import ConfigError, DebianPin, Versions, load_versions
 from depcon.paths import cache_dir, repo_root
 
 GO_PROXY = "https://proxy.golang.org"
+# Wait for another apt (unattended-upgrades, a second checkout's setup) instead of failing.
+APT_WAIT = ("-o", "DPkg::Lock::Timeout=600")
 
 
 def log(message: str) -> None:
@@ -85,7 +87,7 @@ def ensure_debian_pins(versions: Versions) -> None:
     if not todo:
         log(f"ok: {len(pinned_debian(versions))} pinned Debian packages at their versions")
         return
-    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", *APT_WAIT, "update", "-qq"], check=True)
     for label, pin in todo:
         if pin.sha256 is not None:
             found = archive_sha256(pin.apt_spec)
@@ -102,7 +104,7 @@ def ensure_debian_pins(versions: Versions) -> None:
     specs = [pin.apt_spec for _, pin in todo]
     log(f"installing pinned Debian packages: {' '.join(specs)}")
     subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *specs],
+        ["apt-get", *APT_WAIT, "install", "-y", "-qq", "--no-install-recommends", *specs],
         check=True,
         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
         stdout=subprocess.DEVNULL,

@@ -69,14 +69,15 @@ class SchedulerConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ShapePoint:
-    """One point of RequestedToCapacityRatio's shape: utilization % → score (0-10)."""
+    """One point of RequestedToCapacityRatio's shape: utilization % → score (1-10)."""
 
     utilization: int
     score: int
 
 
-# Free node → 10, full node → 0: the emptiest node scores best (spreading).
-DEFAULT_SHAPE = (ShapePoint(0, 10), ShapePoint(100, 0))
+# Free node → 10, full node → 1: the emptiest node scores best (spreading). Not 0:
+# kube-scheduler leaves a resource that scores 0 out of the node's weighted mean.
+DEFAULT_SHAPE = (ShapePoint(0, 10), ShapePoint(100, 1))
 
 
 def _int(value: object) -> bool:
@@ -186,9 +187,12 @@ class SchedulerSettings:
                     f"{key}[{i}].utilization",
                     f"{u!r} is out of range: an integer 0-{MAX_UTILIZATION} (percent)",
                 )
-            if not _int(s) or not 0 <= s <= MAX_CUSTOM_SCORE:
+            if not _int(s) or not 1 <= s <= MAX_CUSTOM_SCORE:
                 raise SchedulerConfigError(
-                    f"{key}[{i}].score", f"{s!r} is out of range: an integer 0-{MAX_CUSTOM_SCORE}"
+                    f"{key}[{i}].score",
+                    f"{s!r} is out of range: an integer 1-{MAX_CUSTOM_SCORE} (kube-scheduler "
+                    "leaves a resource that scores 0 out of the node's mean: a node at that "
+                    "utilization would be scored on its other resources alone)",
                 )
             if u <= previous:
                 raise SchedulerConfigError(

@@ -601,15 +601,25 @@ def test_depcon_kubelet_never_backs_up_its_own_kubelet(root: Path, tmp_path: Pat
 
 
 @pytest.mark.parametrize(
-    ("bad", "problem"),
+    ("host", "bad", "problem"),
     [
-        ({"depcon_kubelet_max_weight": 0}, "depcon_kubelet_max_weight 0 must be in 1-10000"),
-        ({"vif_module_period_ms": 5}, "vif module parameters out of range on w9"),
-        ({"vif_module_link_mbps": 2_000_000}, "link_mbps=2000000 (1-1000000)"),
+        ("w9", {"depcon_kubelet_max_weight": 0}, "depcon_kubelet_max_weight 0 must be in 1-10000"),
+        ("w9", {"vif_module_period_ms": 5}, "vif module parameters out of range on w9"),
+        ("w9", {"vif_module_link_mbps": 2_000_000}, "link_mbps=2000000 (1-1000000)"),
+        (
+            "cp9",
+            {
+                "depcon_scheduler_shape": [
+                    {"utilization": 0, "score": 10},
+                    {"utilization": 100, "score": 0},
+                ]
+            },
+            "scores 1-10; kube-scheduler leaves a resource that scores 0 out",
+        ),
     ],
 )
 def test_depcon_refuses_a_bad_node_before_any_change_anywhere(
-    tmp_path: Path, root: Path, bad: dict[str, Any], problem: str
+    tmp_path: Path, root: Path, host: str, bad: dict[str, Any], problem: str
 ) -> None:
     """One node's bad setting stops depcon.yml before the build or a drain on any node.
 
@@ -622,7 +632,8 @@ def test_depcon_refuses_a_bad_node_before_any_change_anywhere(
         "depcon_slo_capacity_mbps": 1000,
         "depcon_bundle_dir": str(tmp_path),
     }
-    inv = _node_inventory(tmp_path, {"cp9": node}, workers={"w9": node | bad})
+    hosts = {name: node | (bad if name == host else {}) for name in ("cp9", "w9")}
+    inv = _node_inventory(tmp_path, {"cp9": hosts["cp9"]}, workers={"w9": hosts["w9"]})
     env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     proc = subprocess.run(

@@ -41,7 +41,7 @@ def _assert_depcon(profile: dict[str, Any]) -> None:
         "type": "RequestedToCapacityRatio",
         "resources": [{"name": "cpu", "weight": 10}, {"name": "memory", "weight": 1}],
         "requestedToCapacityRatio": {
-            "shape": [{"utilization": 0, "score": 10}, {"utilization": 100, "score": 0}]
+            "shape": [{"utilization": 0, "score": 10}, {"utilization": 100, "score": 1}]
         },
     }
 
@@ -77,7 +77,7 @@ def test_variables_reach_the_document() -> None:
         cpu_weight=7,
         memory_weight=3,
         plugin_weight=5,
-        shape=(ShapePoint(0, 10), ShapePoint(50, 8), ShapePoint(100, 0)),
+        shape=(ShapePoint(0, 10), ShapePoint(50, 8), ShapePoint(100, 1)),
         percentage_of_nodes_to_score=0,
         leader_elect=False,
     )
@@ -138,22 +138,28 @@ def test_template_uses_only_prefixed_variables() -> None:
         ),
         ({"shape": (ShapePoint(0, 10),)}, "depcon_scheduler_shape", "two points"),
         (
-            {"shape": (ShapePoint(0, 11), ShapePoint(100, 0))},
+            {"shape": (ShapePoint(0, 11), ShapePoint(100, 1))},
             "depcon_scheduler_shape[0].score",
-            "0-10",
+            "1-10",
         ),
         (
-            {"shape": (ShapePoint(0, 10), ShapePoint(101, 0))},
+            # A 0 would drop cpu out of the mean on a node the pod fills.
+            {"shape": (ShapePoint(0, 10), ShapePoint(100, 0))},
+            "depcon_scheduler_shape[1].score",
+            "other resources alone",
+        ),
+        (
+            {"shape": (ShapePoint(0, 10), ShapePoint(101, 1))},
             "depcon_scheduler_shape[1].utilization",
             "0-100",
         ),
         (
-            {"shape": (ShapePoint(-1, 10), ShapePoint(100, 0))},
+            {"shape": (ShapePoint(-1, 10), ShapePoint(100, 1))},
             "depcon_scheduler_shape[0].utilization",
             "0-100",
         ),
         (
-            {"shape": (ShapePoint(50, 10), ShapePoint(50, 0))},
+            {"shape": (ShapePoint(50, 10), ShapePoint(50, 1))},
             "depcon_scheduler_shape[1].utilization",
             "greater",
         ),

@@ -68,8 +68,8 @@ func TestDecide(t *testing.T) {
 		{"default: CPU fits nowhere", defaultProfile, PodRequest{CPUMilli: 40000}, nil, 0, ErrUnschedulable},
 	}
 	// RequestedToCapacityRatio leaves a resource that scores 0 out of the
-	// weighted mean: a node the pod fills to exactly 100% CPU is scored on
-	// its free memory alone and beats a node with half its CPU free.
+	// weighted mean; the shape's floor of 1 keeps a node the pod fills to
+	// exactly 100% CPU from being scored on its free memory alone.
 	filled := &Cluster{
 		SLOResource: "example.com/SLO",
 		Nodes: []Node{
@@ -81,8 +81,8 @@ func TestDecide(t *testing.T) {
 		_, ctx := ktesting.NewTestContext(t)
 		pod := filled.NewPod("p", PodRequest{CPUMilli: 500, MemoryMi: 512, SLO: 50})
 		got, err := decider(t, depconProfile, filled).Decide(ctx, pod)
-		if err != nil || got.Node != "filled" {
-			t.Errorf("placed on %q (%v), want %q", got.Node, err, "filled")
+		if err != nil || got.Node != "half" {
+			t.Errorf("placed on %q (%v), want %q", got.Node, err, "half")
 		}
 	})
 	for _, tt := range tests {

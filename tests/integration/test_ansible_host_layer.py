@@ -656,3 +656,97 @@ def test_depcon_refuses_a_bad_node_before_any_change_anywhere(
     started = re.findall(r"^TASK \[(.*?)\]", proc.stdout, flags=re.M)
     assert "Check the vif module parameters" in started, started
     assert not [t for t in started if re.search(r"DKMS|[Dd]rain|Install the", t)], started
+
+
+TOKEN = "abcdef.0123456789abcdef"
+
+
+@pytest.mark.parametrize("join_rc", [0, 1])
+def test_worker_join_never_logs_its_token_and_deletes_it(
+    tmp_path: Path, root: Path, join_rc: int
+) -> None:
+    """The join's bootstrap token appears in no output, even at -vvv, and is deleted after.
+
+    kubeadm needs a cluster, so a stand-in on PATH plays its three calls: the
+    control plane's token create, the node's join (echoing the token, as a
+    failed kubeadm join can), and the token delete, which it records.
+    """
+    calls = tmp_path / "calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    kubeadm = bin_dir / "kubeadm"
+    kubeadm.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {calls}\n'
+        'case "$1 $2" in\n'
+        f'"token create") echo "kubeadm join 192.0.2.1:6443 --token {TOKEN} '
+        '--discovery-token-ca-cert-hash sha256:00" ;;\n'
+        f'"join "*) echo "joining with {TOKEN}"; echo "bad token {TOKEN}" >&2; exit {join_rc} ;;\n'
+        "esac\n"
+    )
+    kubeadm.chmod(0o755)
+    node = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    inv = tmp_path / "hosts.yml"
+    inv.write_text(
+        yaml.safe_dump(
+            {
+                "all": {
+                    "children": {
+                        "kube_control_plane": {"hosts": {"cp9": node}},
+                        "kube_node": {"hosts": {"w9": node}},
+                    }
+                }
+            }
+        )
+    )
+    book = root / "playbooks" / ".worker-join-test.yml"
+    book.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "Join",
+                    "hosts": "w9",
+                    "gather_facts": False,
+                    "tasks": [
+                        {
+                            "name": "Join the cluster",
+                            "ansible.builtin.include_role": {
+                                "name": "worker",
+                                "tasks_from": "join.yml",
+                            },
+                            "vars": {"worker_kubelet_conf": str(tmp_path / "kubelet.conf")},
+                        }
+                    ],
+                }
+            ]
+        )
+    )
+    env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"))
+    env["PATH"] = f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    try:
+        proc = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "ansible-playbook"),
+                "-vvv",
+                "-i",
+                str(inv),
+                str(book.relative_to(root)),
+            ],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        book.unlink()
+    out = proc.stdout + proc.stderr
+    assert (proc.returncode == 0) == (join_rc == 0), out[-3000:]
+    assert TOKEN not in out, [line for line in out.splitlines() if TOKEN in line]
+    assert TOKEN[:6] not in out
+    lines = calls.read_text().splitlines()
+    assert lines[0].startswith("token create"), lines
+    assert lines[1].startswith(f"join 192.0.2.1:6443 --token {TOKEN}"), lines
+    assert lines[2:] == [f"token delete {TOKEN}"], lines
+    if join_rc:
+        assert "kubeadm join failed (exit 1): bad token <token>" in out, out[-3000:]

@@ -14,7 +14,10 @@ from program.verification import Verification, VerificationArgs
 
 config = load_project(pulumi.get_stack())
 ansible_vars = config.ansible_vars()
-preflight = ControllerPreflight("preflight", HostsArgs(config.inventory, ansible_vars))
+strategy = config.stack.ansible_strategy
+preflight = ControllerPreflight(
+    "preflight", HostsArgs(config.inventory, ansible_vars, strategy=strategy)
+)
 
 pulumi.export("kubernetesVersion", config.versions.kubernetes.version)
 pulumi.export("sloResource", config.slo_resource_name)
@@ -24,7 +27,7 @@ pulumi.export("nodes", config.node_summary())
 pulumi.export("preflight", preflight.stats)
 
 if config.stack.install != "none":
-    nodes = HostsArgs(config.inventory, ansible_vars, bundle_dir=bundle_dir())
+    nodes = HostsArgs(config.inventory, ansible_vars, bundle_dir=bundle_dir(), strategy=strategy)
     after: pulumi.Resource = preflight
     runs = []
     if config.stack.install == "cluster":
@@ -50,6 +53,7 @@ if config.stack.install != "none":
                 scheduler_name=config.scheduler_profile,
                 trigger=trigger,
                 report=f"reports/verify-{config.stack_name}.json",
+                strategy=strategy,
             ),
             api.provider,
             pulumi.ResourceOptions(depends_on=[api]),

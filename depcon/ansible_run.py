@@ -10,6 +10,7 @@ run began.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -50,6 +51,24 @@ _FAILURE_EVENTS = ("runner_item_on_failed", "runner_on_failed", "runner_on_unrea
 
 class PlaybookError(RuntimeError):
     pass
+
+
+# Ansible's own, and Mitogen's: one Python per host kept open for the whole
+# run instead of one started per task (make bench-ansible measures both).
+STRATEGIES = ("linear", "mitogen_linear")
+
+
+def strategy_env(strategy: str) -> dict[str, str]:
+    """The environment that makes ansible-playbook run plays with ``strategy``."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"Ansible strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
+    if strategy == "linear":
+        return {"ANSIBLE_STRATEGY": "linear"}
+    spec = importlib.util.find_spec("ansible_mitogen")
+    if spec is None or spec.origin is None:
+        raise ValueError(f"Ansible strategy {strategy}: mitogen is not installed (scripts/setup)")
+    plugins = Path(spec.origin).parent / "plugins" / "strategy"
+    return {"ANSIBLE_STRATEGY_PLUGINS": str(plugins), "ANSIBLE_STRATEGY": strategy}
 
 
 def _tail(result: Any, lines: int = 15) -> str:
@@ -144,6 +163,7 @@ def run_playbook_isolated(
     inventory: str,
     extra_vars: dict[str, str],
     progress: Callable[[str], None] | None = None,
+    strategy: str = "linear",
 ) -> dict[str, Any]:
     """:func:`run_playbook` in a fresh Python process (``python -m depcon.ansible_run``).
 
@@ -159,6 +179,7 @@ def run_playbook_isolated(
     with subprocess.Popen(
         argv,
         cwd=repo_root(),
+        env=os.environ | strategy_env(strategy),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

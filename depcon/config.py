@@ -325,6 +325,10 @@ class StackConfig:
     )
     # Run the verification workload after an install (program/verification.py).
     verify: bool = field(default=True, metadata={"key": "depcon:verify"})
+    # How ansible-playbook runs each play's tasks (depcon/ansible_run.py STRATEGIES).
+    ansible_strategy: Literal["linear", "mitogen_linear"] = field(
+        default="linear", metadata={"key": "depcon:ansibleStrategy"}
+    )
 
     def __post_init__(self) -> None:
         if self.slo_resource_name is not None:

@@ -221,7 +221,7 @@ def _destroy(ctx: LabContext) -> None:
 def _run_playbook(
     ctx: LabContext, playbook: str, extra: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    from depcon.ansible_run import PlaybookError, run_playbook  # noqa: PLC0415
+    from depcon.ansible_run import PlaybookError, run_playbook, strategy_env  # noqa: PLC0415
 
     started = time.monotonic()
 
@@ -231,7 +231,11 @@ def _run_playbook(
     cfg = ctx.config()
     try:
         return run_playbook(
-            playbook, cfg.inventory, cfg.ansible_vars() | (extra or {}), show, env=ctx.env
+            playbook,
+            cfg.inventory,
+            cfg.ansible_vars() | (extra or {}),
+            show,
+            env=ctx.env | strategy_env(cfg.stack.ansible_strategy),
         )
     except PlaybookError as exc:
         raise StageError(str(exc)) from exc

@@ -59,6 +59,7 @@ class HostsArgs:
     inventory: str  # relative to the repo root
     extra_vars: dict[str, str] = field(default_factory=dict)
     bundle_dir: str | None = None  # the offline bundle the nodes get their binaries from
+    strategy: str = "linear"  # the stack's depcon:ansibleStrategy
 
 
 def component_hash(args: HostsArgs, own: tuple[str, ...]) -> str:
@@ -108,6 +109,7 @@ class _HostsComponent(pulumi.ComponentResource):
                 extra_vars=args.extra_vars,
                 inputs_hash=component_hash(args, inputs),
                 delete_playbook=delete_playbook,
+                strategy=args.strategy,
             ),
             pulumi.ResourceOptions(parent=self),
         )

@@ -35,6 +35,8 @@ class PlaybookArgs:
     extra_vars: dict[str, str]
     inputs_hash: pulumi.Input[str]
     delete_playbook: str | None = None
+    # How ansible-playbook runs the tasks: not a change on the hosts, so not a RUN_KEY.
+    strategy: str = "linear"
 
 
 def _progress(line: str) -> None:
@@ -47,6 +49,7 @@ def _run(props: dict[str, Any], playbook: str) -> dict[str, Any]:
         props["inventory"],
         props["extra_vars"],
         progress=_progress,
+        strategy=props.get("strategy") or "linear",
     )
 
 
@@ -94,6 +97,7 @@ class HostPlaybook(Resource):
             "extra_vars": args.extra_vars,
             "inputs_hash": args.inputs_hash,
             "delete_playbook": args.delete_playbook,
+            "strategy": args.strategy,
             "stats": None,
             "run_id": None,
         }

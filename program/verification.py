@@ -79,6 +79,7 @@ class VerificationArgs:
     scheduler_name: str  # the DepCon profile: depcon-scheduler (a) or default-scheduler (b)
     trigger: pulumi.Input[str]  # the host runs' ids: verify again after each provisioning
     report: str  # where verify.yml writes its JSON report on the controller
+    strategy: str = "linear"  # the stack's depcon:ansibleStrategy
 
 
 class Verification(pulumi.ComponentResource):
@@ -135,6 +136,7 @@ class Verification(pulumi.ComponentResource):
                 inputs_hash=pulumi.Output.from_input(args.trigger).apply(
                     lambda t: hashlib.sha256(f"{files}{t}".encode()).hexdigest()
                 ),
+                strategy=args.strategy,
             ),
             pulumi.ResourceOptions(parent=self, depends_on=pods),
         )

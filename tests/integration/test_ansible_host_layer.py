@@ -750,3 +750,16 @@ def test_worker_join_never_logs_its_token_and_deletes_it(
     assert lines[2:] == [f"token delete {TOKEN}"], lines
     if join_rc:
         assert "kubeadm join failed (exit 1): bad token <token>" in out, out[-3000:]
+
+
+@pytest.mark.parametrize(("strategy", "interpreters"), [("linear", 2), ("mitogen_linear", 1)])
+def test_the_stacks_strategy_reaches_the_run(
+    tmp_path: Path, strategy: str, interpreters: int
+) -> None:
+    """The strategy reaches the run: under Mitogen both tasks share one kept Python."""
+    out = tmp_path / "ppids"
+    task = {"ansible.builtin.shell": f"echo $PPID >> {out}", "changed_when": False}
+    play = _lab_playbook(tmp_path, [{"name": "one", **task}, {"name": "two", **task}])
+    stats = run_playbook_isolated(str(play), "inventory/lab/hosts.yml", {}, strategy=strategy)
+    assert stats["ok"] == 2
+    assert len(set(out.read_text().split())) == interpreters, out.read_text()

@@ -104,6 +104,7 @@ def test_versions_file_not_yaml(scratch: Path) -> None:
         ("depcon:labVmMemoryMiB", 64, "512-16384"),
         ("depcon:install", "everything", "one of"),
         ("depcon:verify", "perhaps", "must be true or false"),
+        ("depcon:ansibleStrategy", "free", "one of"),
         ("depcon:hostPlaybooks", ["playbooks/site.yml"], "unknown key"),
     ],
 )

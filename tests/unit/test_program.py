@@ -14,7 +14,7 @@ import pulumi
 import pytest
 import yaml
 
-from depcon.ansible_run import inputs_hash
+from depcon.ansible_run import inputs_hash, strategy_env
 from depcon.config import ConfigError
 from depcon.paths import repo_root
 from program import hosts
@@ -97,6 +97,8 @@ def test_lab_stack_composes_the_whole_cluster(bundle: Path) -> Any:
         }
         for name in ("preflight-run", "cluster-run", "depcon-run"):
             assert plays[name]["extra_vars"] == settings
+        for name in ("preflight-run", "cluster-run", "depcon-run", "verify-check"):
+            assert plays[name]["strategy"] == "mitogen_linear", name
             assert plays[name]["inventory"] == "inventory/lab/hosts.yml"
         assert plays["verify-check"]["extra_vars"]["verify_probe_managed"] == "true"
         assert plays["api-kubeconfig"]["endpoint"] == "https://127.0.0.1:16443"
@@ -134,6 +136,7 @@ def edited_lab_stack() -> Iterator[Path]:
     doc = yaml.safe_load(before)
     doc["config"]["depcon:schedulerMode"] = "default-profile"
     doc["config"]["depcon:sloResourceName"] = "lab.example.org/net"
+    doc["config"]["depcon:ansibleStrategy"] = "linear"
     path.write_text(yaml.safe_dump(doc))
     try:
         yield path
@@ -153,6 +156,7 @@ def test_stack_settings_reach_every_run_and_the_pods(bundle: Path, edited_lab_st
         for name, props in runs(mocks).items():
             if "extra_vars" in props:
                 assert want.items() <= props["extra_vars"].items(), name
+                assert props["strategy"] == "linear", name
         pods = [r for r in mocks.resources if r.typ == "kubernetes:core/v1:Pod"]
         for pod in pods:
             limits = pod.inputs["spec"]["containers"][0]["resources"]["limits"]
@@ -263,3 +267,12 @@ def test_inputs_hash_follows_content(tmp_path: Path) -> None:
     assert inputs_hash([a, d]) != first
     with pytest.raises(FileNotFoundError, match="does not exist"):
         inputs_hash([tmp_path / "missing.yml"])
+
+
+def test_strategy_env_names_a_real_plugin() -> None:
+    assert strategy_env("linear") == {"ANSIBLE_STRATEGY": "linear"}
+    env = strategy_env("mitogen_linear")
+    assert env["ANSIBLE_STRATEGY"] == "mitogen_linear"
+    assert (Path(env["ANSIBLE_STRATEGY_PLUGINS"]) / "mitogen_linear.py").is_file()
+    with pytest.raises(ValueError, match="one of linear, mitogen_linear"):
+        strategy_env("free")

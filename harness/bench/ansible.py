@@ -41,7 +41,6 @@ from harness.vm import image as vm
 
 HERE = Path(__file__).resolve().parent
 WORKLOAD = HERE / "ansible_workload.yml"
-MIN_REPS = 5
 VM_NAME = "bench-ansible"
 SSH_PORT = 2241
 CLUSTER_IP = "10.10.0.41/24"
@@ -176,11 +175,11 @@ def plot(summary: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], path: Pa
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench-ansible", description=__doc__.split("\n")[0])
-    parser.add_argument("--reps", type=int, default=MIN_REPS)
+    parser.add_argument("--reps", type=int, default=stats.MIN_REPS)
     parser.add_argument("--out", type=Path, default=repo_root() / "reports" / "bench")
     args = parser.parse_args(argv)
-    if args.reps < MIN_REPS and args.out == parser.get_default("out"):
-        parser.error(f"a report needs at least {MIN_REPS} repetitions (or --out elsewhere)")
+    if args.reps < stats.MIN_REPS and args.out == parser.get_default("out"):
+        parser.error(f"a report needs at least {stats.MIN_REPS} repetitions (or --out elsewhere)")
     args.out.mkdir(parents=True, exist_ok=True)
     info = host()
     load_before = loadavg()

@@ -70,7 +70,7 @@ from depcon.paths import repo_root
 from depcon.provenance import loadavg
 from harness.bench.host import host
 from harness.bench.metrics import counter, histogram
-from harness.bench.stats import interval, paired_difference, paired_ratio, target
+from harness.bench.stats import MIN_REPS, interval, paired_difference, paired_ratio, target
 from harness.bench.workload import (
     NODE_CPU_M,
     NODE_MEM_MI,
@@ -97,7 +97,6 @@ THROUGHPUT_PODS = 2000
 THREADS = 8
 DRAIN_TIMEOUT_S = 900.0
 EVENTS_TIMEOUT_S = 60.0
-MIN_REPS = 5
 GO_MODULE = Path("harness") / "bench" / "schedulerframework"
 
 

@@ -41,6 +41,7 @@ from typing import Any
 
 from depcon.paths import repo_root
 from depcon.provenance import loadavg
+from harness.bench import stats
 from harness.bench import vif_analysis as va
 from harness.bench.host import host
 from harness.bench.vif_plot import plot
@@ -102,15 +103,15 @@ def report_lines(summary: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench-vif", description=__doc__.split("\n")[0])
-    parser.add_argument("--reps", type=int, default=va.MIN_REPS)
+    parser.add_argument("--reps", type=int, default=stats.MIN_REPS)
     parser.add_argument("--scenarios", default=SCENARIOS, help="name:N:load_pct:batch ...")
     parser.add_argument("--out", type=Path, default=repo_root() / "reports" / "bench")
     parser.add_argument(
         "--from-log", type=Path, help="re-summarize a saved vif.log instead of running the VM"
     )
     args = parser.parse_args(argv)
-    if args.reps < va.MIN_REPS and args.out == parser.get_default("out") and not args.from_log:
-        parser.error(f"a report needs at least {va.MIN_REPS} repetitions (or --out elsewhere)")
+    if args.reps < stats.MIN_REPS and args.out == parser.get_default("out") and not args.from_log:
+        parser.error(f"a report needs at least {stats.MIN_REPS} repetitions (or --out elsewhere)")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     info = host()

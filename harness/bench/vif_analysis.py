@@ -26,7 +26,6 @@ SMOOTH_S = 0.5  # settling: bandwidth as the centred mean over this window (nois
 STEP_S = 0.1  # settling resolution
 STAY_S = 2.0  # settled: in the band for this long
 BAND = (0.95, 1.10)  # of the new goal; vif aims at 1.01
-MIN_REPS = 5
 SPREAD_TARGET = 0.1  # vif's per-class CV at most 1/10 of native's
 CPU_TARGET = 1.05  # vif's CPU per delivered Mbps at most 1.05x tbf's
 SETTLE_TARGET_S = 1.0

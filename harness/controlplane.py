@@ -471,6 +471,10 @@ class ControlPlane:
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def pids(self) -> dict[str, int]:
+        """The running components' PIDs by name (schedulers as kube-scheduler-N)."""
+        return {p.name: p.pid for p in self._processes}
+
     def _spawn(self, name: str, argv: Sequence[str]) -> Process:
         proc = Process(name, argv, self.workdir / f"{name}.log")
         self._processes.append(proc)

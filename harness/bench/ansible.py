@@ -35,7 +35,7 @@ import yaml
 from depcon.ansible_run import STRATEGIES, strategy_env
 from depcon.paths import repo_root
 from depcon.provenance import loadavg
-from harness.bench import stats
+from harness.bench import cli, stats
 from harness.bench.host import host
 from harness.vm import image as vm
 
@@ -176,10 +176,9 @@ def plot(summary: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], path: Pa
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench-ansible", description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=stats.MIN_REPS)
-    parser.add_argument("--out", type=Path, default=repo_root() / "reports" / "bench")
+    cli.add_out(parser)
     args = parser.parse_args(argv)
-    if args.reps < stats.MIN_REPS and args.out == parser.get_default("out"):
-        parser.error(f"a report needs at least {stats.MIN_REPS} repetitions (or --out elsewhere)")
+    cli.require_reps(parser, args, args.reps)
     args.out.mkdir(parents=True, exist_ok=True)
     info = host()
     load_before = loadavg()

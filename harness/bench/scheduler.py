@@ -68,6 +68,7 @@ from buildtools.scheduler import SchedulerSettings, render
 from depcon.config import load_versions
 from depcon.paths import repo_root
 from depcon.provenance import loadavg
+from harness.bench import cli
 from harness.bench.host import host
 from harness.bench.metrics import counter, histogram
 from harness.bench.stats import MIN_REPS, interval, paired_difference, paired_ratio, target
@@ -613,12 +614,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--benchtime", default="2s", help="go test -benchtime of one run")
     parser.add_argument("--nodes", type=int, default=THROUGHPUT_NODES)
     parser.add_argument("--pods", type=int, default=THROUGHPUT_PODS)
-    parser.add_argument("--out", type=Path, default=repo_root() / "reports" / "bench")
+    cli.add_out(parser)
     args = parser.parse_args(argv)
-    if min(args.decision_reps, args.throughput_reps) < MIN_REPS and args.out == parser.get_default(
-        "out"
-    ):
-        parser.error(f"a report needs at least {MIN_REPS} repetitions (or --out elsewhere)")
+    cli.require_reps(parser, args, args.decision_reps, args.throughput_reps)
     info = host()
     with tempfile.TemporaryDirectory(prefix="depcon-bench-") as work:
         decisions = run_decisions(args.decision_reps, args.benchtime, Path(work))

@@ -39,9 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from depcon.paths import repo_root
 from depcon.provenance import loadavg
-from harness.bench import stats
+from harness.bench import cli, stats
 from harness.bench import vif_analysis as va
 from harness.bench.host import host
 from harness.bench.vif_plot import plot
@@ -105,13 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench-vif", description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=stats.MIN_REPS)
     parser.add_argument("--scenarios", default=SCENARIOS, help="name:N:load_pct:batch ...")
-    parser.add_argument("--out", type=Path, default=repo_root() / "reports" / "bench")
+    cli.add_out(parser)
     parser.add_argument(
         "--from-log", type=Path, help="re-summarize a saved vif.log instead of running the VM"
     )
     args = parser.parse_args(argv)
-    if args.reps < stats.MIN_REPS and args.out == parser.get_default("out") and not args.from_log:
-        parser.error(f"a report needs at least {stats.MIN_REPS} repetitions (or --out elsewhere)")
+    if not args.from_log:
+        cli.require_reps(parser, args, args.reps)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     info = host()

@@ -1,0 +1,19 @@
+"""The command line every bench that writes a report shares: where, and how many repetitions."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from depcon.paths import repo_root
+from harness.bench.stats import MIN_REPS
+
+
+def add_out(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=repo_root() / "reports" / "bench")
+
+
+def require_reps(parser: argparse.ArgumentParser, args: argparse.Namespace, *reps: int) -> None:
+    """Exits with a usage error when a run too short for a report would overwrite the report."""
+    if min(reps) < MIN_REPS and args.out == parser.get_default("out"):
+        parser.error(f"a report needs at least {MIN_REPS} repetitions (or --out elsewhere)")

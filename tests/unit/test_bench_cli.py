@@ -1,0 +1,39 @@
+"""harness/bench/cli.py: a short run may not overwrite a report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from harness.bench import cli
+from harness.bench.stats import MIN_REPS
+
+pytestmark = pytest.mark.unit
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench-test")
+    parser.add_argument("--reps", type=int, default=MIN_REPS)
+    cli.add_out(parser)
+    return parser
+
+
+def test_too_few_reps_into_the_report_directory_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = _parser()
+    args = parser.parse_args(["--reps", str(MIN_REPS - 1)])
+    with pytest.raises(SystemExit) as exc:
+        cli.require_reps(parser, args, args.reps, MIN_REPS)
+    assert exc.value.code == 2
+    assert f"at least {MIN_REPS} repetitions" in capsys.readouterr().err
+
+
+def test_enough_reps_or_another_directory_pass(tmp_path: Path) -> None:
+    parser = _parser()
+    args = parser.parse_args([])
+    cli.require_reps(parser, args, args.reps, MIN_REPS + 1)
+    args = parser.parse_args(["--reps", "1", "--out", str(tmp_path)])
+    cli.require_reps(parser, args, args.reps)

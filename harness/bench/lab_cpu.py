@@ -32,12 +32,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from depcon.paths import repo_root
 from depcon.provenance import loadavg
-from harness.bench import stats
+from harness.bench import cli, stats
 from harness.bench.host import host
 from harness.controlplane import ControlPlane
 from harness.vm import image as vm
+from harness.vm import network
 
 VM_NAME = "bench-lab-cpu"
 SSH_PORT = 2242
@@ -65,24 +65,7 @@ def probe_host() -> dict[str, float]:
 
 def probe_guest(inst: vm.Instance) -> dict[str, float]:
     out = subprocess.run(
-        [
-            "ssh",
-            "-i",
-            str(inst.identity_file),
-            "-p",
-            str(inst.ssh_port),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "LogLevel=ERROR",
-            "root@127.0.0.1",
-            "python3",
-            "-",
-        ],
+        network.ssh_argv(inst.identity_file, inst.ssh_port, "python3", "-"),
         input=PROBE,
         capture_output=True,
         text=True,
@@ -172,10 +155,9 @@ def plot(summary: Mapping[str, Any], path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench-lab_cpu", description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=stats.MIN_REPS)
-    parser.add_argument("--out", type=Path, default=repo_root() / "reports" / "bench")
+    cli.add_out(parser)
     args = parser.parse_args(argv)
-    if args.reps < stats.MIN_REPS and args.out == parser.get_default("out"):
-        parser.error(f"a report needs at least {stats.MIN_REPS} repetitions (or --out elsewhere)")
+    cli.require_reps(parser, args, args.reps)
     args.out.mkdir(parents=True, exist_ok=True)
     info = host()
     load_before = loadavg()

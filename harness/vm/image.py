@@ -114,25 +114,12 @@ def _alive(pidfile: Path) -> int | None:
 
 def _ssh_ready(inst: Instance) -> bool:
     proc = subprocess.run(
-        [
-            "ssh",
-            "-i",
-            str(inst.identity_file),
-            "-p",
-            str(inst.ssh_port),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "ConnectTimeout=10",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "LogLevel=ERROR",
-            "root@127.0.0.1",
+        network.ssh_argv(
+            inst.identity_file,
+            inst.ssh_port,
             "systemctl is-system-running --wait >/dev/null 2>&1; true",
-        ],
+            connect_timeout_s=10,
+        ),
         capture_output=True,
         timeout=300,
         check=False,

@@ -229,25 +229,34 @@ def _listen(port: int) -> Iterator[list[int]]:
         s.close()
 
 
+def ssh_argv(
+    identity_file: str | Path, port: int | str, *command: str, connect_timeout_s: int | None = None
+) -> list[str]:
+    """ssh as root to a VM's SSH forward on the loopback, host keys not kept."""
+    timeout = ["-o", f"ConnectTimeout={connect_timeout_s}"] if connect_timeout_s else []
+    return [
+        "ssh",
+        "-i",
+        str(identity_file),
+        "-p",
+        str(port),
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        *timeout,
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "LogLevel=ERROR",
+        f"root@{LOOPBACK}",
+        *command,
+    ]
+
+
 def _ssh(instance: dict[str, str], script: str) -> str:
     proc = subprocess.run(
-        [
-            "ssh",
-            "-i",
-            instance["identity_file"],
-            "-p",
-            instance["port"],
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "LogLevel=ERROR",
-            f"root@{LOOPBACK}",
-            script,
-        ],
+        ssh_argv(instance["identity_file"], instance["port"], script),
         capture_output=True,
         text=True,
         timeout=600,

@@ -184,3 +184,32 @@ def test_a_running_vm_on_an_old_network_is_not_reused(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_ssh_argv_goes_to_the_loopback_as_root_without_keeping_host_keys() -> None:
+    argv = network.ssh_argv("/k/id", 2221, "uptime")
+    assert argv == [
+        "ssh",
+        "-i",
+        "/k/id",
+        "-p",
+        "2221",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "LogLevel=ERROR",
+        "root@127.0.0.1",
+        "uptime",
+    ]
+    timed = network.ssh_argv("/k/id", "2221", "uptime", connect_timeout_s=10)
+    assert timed[
+        timed.index("UserKnownHostsFile=/dev/null") + 1 : timed.index("BatchMode=yes")
+    ] == [
+        "-o",
+        "ConnectTimeout=10",
+        "-o",
+    ]

@@ -14,6 +14,8 @@ def add_out(parser: argparse.ArgumentParser) -> None:
 
 
 def require_reps(parser: argparse.ArgumentParser, args: argparse.Namespace, *reps: int) -> None:
-    """Exits with a usage error when a run too short for a report would overwrite the report."""
+    """Exits with a usage error for a run with no interval, or one too short for the report."""
+    if min(reps) < 2:
+        parser.error("at least 2 repetitions: an interval needs two")
     if min(reps) < MIN_REPS and args.out == parser.get_default("out"):
         parser.error(f"a report needs at least {MIN_REPS} repetitions (or --out elsewhere)")

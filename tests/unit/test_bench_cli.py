@@ -35,5 +35,17 @@ def test_enough_reps_or_another_directory_pass(tmp_path: Path) -> None:
     parser = _parser()
     args = parser.parse_args([])
     cli.require_reps(parser, args, args.reps, MIN_REPS + 1)
-    args = parser.parse_args(["--reps", "1", "--out", str(tmp_path)])
+    args = parser.parse_args(["--reps", "2", "--out", str(tmp_path)])
     cli.require_reps(parser, args, args.reps)
+
+
+@pytest.mark.parametrize("reps", ["1", "0", "-3"])
+def test_a_run_without_an_interval_is_a_usage_error_wherever_it_goes(
+    reps: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = _parser()
+    args = parser.parse_args(["--reps", reps, "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as exc:
+        cli.require_reps(parser, args, args.reps)
+    assert exc.value.code == 2
+    assert "an interval needs two" in capsys.readouterr().err

@@ -27,6 +27,13 @@ check() {
 	shift
 	if "$@"; then pass "$d"; else fail "$d"; fi
 }
+# require DESC CMD...: a check the rest of the script builds on; a failure
+# ends the script at once instead of running the rest into the VM's timeout
+require() {
+	d=$1
+	shift
+	if "$@"; then pass "$d"; else fail "$d"; finish; fi
+}
 
 [ "$(id -u)" = 0 ] || skip_all "not root"
 
@@ -49,9 +56,16 @@ new_cgroup() {
 	echo "$2" > $CG/$1/cpu.max
 }
 
+# runs COMM PID: PID has exec'd into COMM, so it is in the cgroup and network
+# namespace its wrapper set up. vif takes both when a PID claims a slot, so
+# the spawners below return only then (a fixed sleep lost that race on a
+# loaded host, and the slot measured the root namespace's traffic).
+runs() { [ "$(cat "/proc/$2/comm" 2>/dev/null)" = "$1" ]; }
+
 # spawn_idle CGROUP: a sleeping process in CGROUP; its PID in $!
 spawn_idle() {
 	sh -c "echo \$\$ > $CG/$1/cgroup.procs; exec sleep 100000" &
+	wait_until 10 runs sleep $!
 }
 
 # wait_until SECONDS CMD...: polls CMD every 0.2 s; fails after SECONDS
@@ -83,11 +97,17 @@ setup_net() {
 	{ fail "network setup (netns, veth, iperf3)"; finish; }
 }
 
-# start_sender CGROUP PORT SECONDS: iperf3 client in netns a inside CGROUP;
-# its PID in $! (the shell execs into ip, which execs into iperf3)
-start_sender() {
-	sh -c "echo \$\$ > $CG/$1/cgroup.procs; exec /usr/sbin/ip netns exec a iperf3 -c 10.9.0.2 -p $2 -t $3 -i 0 >/dev/null 2>&1" &
+# sender CGROUP NETNS SERVER PORT [SECONDS]: iperf3 client in NETNS inside
+# CGROUP; its PID in $! (the shell execs into ip, which execs into iperf3)
+sender() {
+	# shellcheck disable=SC2016 # expanded by the inner sh
+	sh -c 'echo $$ > "$1"; exec /usr/sbin/ip netns exec "$2" iperf3 -c "$3" -p "$4" -t "$5" -i 0 >/dev/null 2>&1' \
+		sender "$CG/$1/cgroup.procs" "$2" "$3" "$4" "${5:-900}" &
+	wait_until 10 runs iperf3 $!
 }
+
+# start_sender CGROUP PORT SECONDS: a sender in netns a; its PID in $!
+start_sender() { sender "$1" a 10.9.0.2 "$2" "$3"; }
 
 # avg SLOT KEY SECONDS: mean of a stat field sampled every 0.5 s
 avg() {
@@ -109,7 +129,6 @@ claimed_sender() {
 	new_cgroup "$1" "max 100000"
 	start_sender "$1" 5201 "$2"
 	SENDER=$!
-	sleep 1
 	expect "$3" "$(wr $OSLAB/vif1/pid $SENDER)" ok
 }
 
@@ -120,7 +139,6 @@ steered_sender() {
 	new_cgroup "$1" "max 100000"
 	start_sender "$1" "$2" 600
 	SENDER=$!
-	sleep 1
 	wr "$OSLAB/vif$3/goal" 30 >/dev/null
 	expect "$4" "$(wr "$OSLAB/vif$3/pid" $SENDER)" ok
 	check "quota of $1 changed by the loop" wait_until 20 is_controlled "$1" "max 100000"

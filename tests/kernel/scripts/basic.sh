@@ -42,7 +42,6 @@ spawn_idle c1
 P1=$!
 spawn_idle c2
 P2=$!
-sleep 0.3
 
 expect "goal before pid" "$(wr $OSLAB/vif1/goal 300)" ok
 expect "claim vif1" "$(wr $OSLAB/vif1/pid $P1)" ok

@@ -13,7 +13,6 @@ spawn_idle k2
 P2=$!
 spawn_idle k1
 P3=$!
-sleep 0.3
 DUR=${VIF_STRESS_S:-8}
 MIN_READS=10
 now() { cut -d. -f1 /proc/uptime; }

@@ -23,10 +23,6 @@ setup_net
 # The receivers stand for the far end, another machine in a cluster: in
 # this VM they share the two CPUs, so they get a cgroup of their own.
 setup_second_netns
-# sender CGROUP NETNS SERVER PORT: iperf3 client in NETNS inside CGROUP; PID in $!
-sender() {
-	sh -c "echo \$\$ > $CG/$1/cgroup.procs; exec /usr/sbin/ip netns exec $2 iperf3 -c $3 -p $4 -t 900 -i 0 >/dev/null 2>&1" &
-}
 NCPU=$(nproc)
 CEIL=$((NCPU * 100000))
 
@@ -35,18 +31,16 @@ new_cgroup c1 "max 100000"
 new_cgroup c2 "max 100000"
 sender c1 a 10.9.0.2 5201
 S1=$!
-sleep 1
 expect "claim sender 1" "$(wr $OSLAB/vif1/pid $S1)" ok
 sleep 2
 BMAX=$(avg 1 bw_mbps 4)
 UMAX=$(avg 1 cpu_pct 4)
 echo "# calibration bw_unlimited_mbps=$BMAX cpu_unlimited_pct=$UMAX ncpu=$NCPU ceiling_us=$CEIL"
-check "sender is sending ($BMAX Mbps)" test "$BMAX" -gt 50
-check "sender uses CPU ($UMAX% of one)" test "$UMAX" -gt 10
+require "sender is sending ($BMAX Mbps)" test "$BMAX" -gt 50
+require "sender uses CPU ($UMAX% of one)" test "$UMAX" -gt 10
 
 sender c2 c 10.9.1.2 5202
 S2=$!
-sleep 1
 expect "claim sender 2" "$(wr $OSLAB/vif2/pid $S2)" ok
 expect "weight 1 for slot 1" "$(wr $OSLAB/vif1/weight 1)" ok
 expect "weight 3 for slot 2" "$(wr $OSLAB/vif2/weight 3)" ok
@@ -61,7 +55,7 @@ while [ $k -lt "$NCPU" ]; do
 	k=$((k + 1))
 done
 hog_up() { [ "$(wc -l < $CG/hog/cgroup.procs)" -eq "$NCPU" ]; }
-check "hog runs ($NCPU busy loops)" wait_until 5 hog_up
+require "hog runs ($NCPU busy loops)" wait_until 5 hog_up
 
 # trace: both slots every 0.5 s in the background
 ( while :; do
@@ -99,7 +93,7 @@ sample 6 idle
 BH=$B1
 [ "$B2" -lt "$BH" ] && BH=$B2
 echo "# unlimited_with_hog bw1_mbps=$B1 bw2_mbps=$B2"
-check "both send next to the hog ($B1, $B2 Mbps)" test "$BH" -gt 20
+require "both send next to the hog ($B1, $B2 Mbps)" test "$BH" -gt 20
 
 # 2. A, feasible: goals of 40% and 55% of what the slower sender got
 # unlimited next to the hog, so reachable on a fast or a loaded machine. By

@@ -26,7 +26,6 @@ start_sender r2 5202 600
 S2=$!
 spawn_idle r3
 S3=$!
-sleep 1
 for i in 1 2; do wr $OSLAB/vif$i/goal 25 >/dev/null; done
 expect "claim r1" "$(wr $OSLAB/vif1/pid $S1)" ok
 expect "claim r2" "$(wr $OSLAB/vif2/pid $S2)" ok

@@ -10,7 +10,6 @@ start_sender d1 5201 600
 S=$!
 spawn_idle d1
 P=$!
-sleep 1
 wr $OSLAB/vif1/goal 30 >/dev/null
 expect "claim vif1 for the sender" "$(wr $OSLAB/vif1/pid $S)" ok
 check "quota of d1 changed by the loop" wait_until 20 is_controlled d1 "max 100000"

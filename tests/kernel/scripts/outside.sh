@@ -11,7 +11,6 @@ is_field() { [ "$(field $1 $2)" = "$3" ]; }
 new_cgroup o1 "max 100000"
 spawn_idle o1
 P=$!
-sleep 0.3
 expect "claim vif1 (idle)" "$(wr $OSLAB/vif1/pid $P)" ok
 expect "no outside change yet" "$(field 1 outside_changes)" 0
 echo "70000 100000" > $CG/o1/cpu.max

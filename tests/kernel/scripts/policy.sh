@@ -22,12 +22,6 @@ setup_net
 # measures a slot's bandwidth per netns ("a" to 10.9.0.2, "c" to 10.9.1.2);
 # the receivers get a cgroup of their own (setup_second_netns).
 setup_second_netns
-# sender CGROUP NETNS SERVER PORT: iperf3 client in NETNS inside CGROUP; PID in $!
-sender() {
-	# shellcheck disable=SC2016 # expanded by the inner sh
-	sh -c 'echo $$ > "$1"; exec /usr/sbin/ip netns exec "$2" iperf3 -c "$3" -p "$4" -t 900 -i 0 >/dev/null 2>&1' \
-		sender "$CG/$1/cgroup.procs" "$2" "$3" "$4" &
-}
 NCPU=$(nproc)
 CEIL=$((NCPU * 100000))
 MINQ=$(cat /sys/module/vif/parameters/min_quota_us)
@@ -38,7 +32,6 @@ sender normal a 10.9.0.2 5201
 SN=$!
 sender greedy c 10.9.1.2 5202
 SG=$!
-sleep 1
 expect "claim normal (slot 1)" "$(wr "$OSLAB/vif1/pid" "$SN")" ok
 expect "claim greedy (slot 2)" "$(wr "$OSLAB/vif2/pid" "$SG")" ok
 

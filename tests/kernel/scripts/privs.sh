@@ -30,7 +30,6 @@ start_sender v1 5201 600
 S=$!
 spawn_idle v2
 P=$!
-sleep 1
 # The victim: a sender the host's root registered with no goal, so nothing
 # but a foreign write would move its quota.
 expect "root claims vif1 for the sender" "$(wr $OSLAB/vif1/pid $S)" ok

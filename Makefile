@@ -17,7 +17,9 @@ export GOTOOLCHAIN := local
 GO_MODULES := $(patsubst %/go.mod,%,$(shell find . -name go.mod -not -path './.venv/*' 2>/dev/null))
 SHELL_SCRIPTS := scripts/setup .ci/run
 YAML_DIRS := roles playbooks inventory molecule versions.yml Pulumi.yaml Pulumi.lab.yaml Pulumi.controller.yaml .yamllint .ansible-lint
-BENCHES := $(patsubst harness/bench/%.py,bench-%,$(filter-out harness/bench/__init__.py,$(wildcard harness/bench/*.py)))
+# A benchmark is a module of harness/bench/ that runs as a program; the rest
+# (stats, host, cli, ...) are its helpers.
+BENCHES := $(patsubst harness/bench/%.py,bench-%,$(shell grep -l '^if __name__ == "__main__":' harness/bench/*.py))
 
 .PHONY: help setup lab lab-smoke lab-proof lab-down lab-destroy test lint test-unit test-go test-kernel test-integration test-molecule bench engine lock
 
@@ -98,6 +100,8 @@ bench: setup ## every benchmark (make bench-<name>); reports under reports/bench
 	@for b in $(BENCHES); do $(MAKE) --no-print-directory $$b; done
 
 bench-%: setup
+	@case " $(BENCHES) " in *" bench-$* "*) ;; \
+	*) echo "make: no benchmark '$*'; the benchmarks are: $(BENCHES)" >&2; exit 2;; esac
 	@$(PY) -m harness.bench.$*
 
 engine: setup ## build (or reuse) the Pulumi CLI, language host and Kubernetes plugin

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,24 @@ def test_a_run_without_an_interval_is_a_usage_error_wherever_it_goes(
         cli.require_reps(parser, args, args.reps)
     assert exc.value.code == 2
     assert "an interval needs two" in capsys.readouterr().err
+
+
+def test_make_bench_runs_the_benchmark_programs_and_not_their_helpers() -> None:
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        ["make", "-n", "--no-print-directory", "bench"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    loop = next(line for line in out.splitlines() if line.startswith("for b in "))
+    benches = set(loop.removeprefix("for b in ").split(";")[0].split())
+    programs = {
+        f"bench-{p.stem}"
+        for p in (root / "harness" / "bench").glob("*.py")
+        if 'if __name__ == "__main__":' in p.read_text()
+    }
+    assert benches == programs
+    assert {"bench-lab_cpu", "bench-vif"} <= benches
+    assert not benches & {"bench-stats", "bench-cli", "bench-host", "bench-__init__"}

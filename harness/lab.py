@@ -18,7 +18,8 @@ result (exit 0 only when every stage passed):
 stages above, then rollback.yml (the playbook DepCon's destroy runs),
 playbooks/rolled_back.yml on the nodes, `pulumi destroy` of the stack
 (DepCon's delete again, then reset.yml), the VMs gone. It writes reports/lab-smoke.json:
-each phase with its time and result, the commit, the stack outputs.
+each phase with its time and result, the commit, the stack outputs, and after a
+failure what each VM's Kubernetes was doing (harness/labhealth.py).
 """
 
 from __future__ import annotations
@@ -345,13 +346,40 @@ def proof(ctx: LabContext) -> int:
     return 0
 
 
-def _smoke_report(timings: list[dict[str, object]], failed: bool) -> None:
+def _nodes_at_failure(ctx: LabContext) -> dict[str, Any] | None:
+    """The VMs' load, API server and container restarts, printed; None before the VMs booted."""
+    from harness import labhealth  # noqa: PLC0415 -- only after a failure
+
+    key = ctx.env.get("DEPCON_LAB_SSH_KEY")
+    if not key:
+        return None
+    cfg = ctx.config()
+    nodes = [labhealth.Node(n.name, n.ssh_port) for n in cfg.nodes if n.lab_vm_ip]
+    facts = labhealth.collect(nodes, key)
+    for name, f in facts.items():
+        if "error" in f:
+            log(f"{name}: {f['error']}")
+            continue
+        readyz = f.get("readyz", "not a control plane")
+        log(f"{name}: load {f.get('load_average')}, API /readyz: {readyz}")
+        for c in f["containers"]:
+            if c["restarts"] or c["last_fatal"]:
+                fatal = c["last_fatal"] or "no fatal line"
+                log(f"  {c['pod']}/{c['container']}: {c['restarts']} restarts; {fatal}")
+    return facts
+
+
+def _smoke_report(
+    timings: list[dict[str, object]], failed: bool, nodes: dict[str, Any] | None
+) -> None:
     report = {
         "verdict": "failed" if failed else "passed",
         **stamp(),
         "stages": timings,
         "seconds": sum(int(str(t["seconds"])) for t in timings),
     }
+    if nodes is not None:
+        report["nodes_at_failure"] = nodes
     path = repo_root() / "reports" / "lab-smoke.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     log(f"smoke report: {path}")
@@ -408,8 +436,9 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds": round(time.monotonic() - start),
             }
         )
+    nodes = _nodes_at_failure(ctx) if failed else None
     if args.action == "smoke":
-        _smoke_report(timings, failed)
+        _smoke_report(timings, failed, nodes)
     print()
     print(f"{'stage':<11} {'result':<8} detail")
     for name, result, detail in rows:

@@ -242,7 +242,9 @@ def _kubeconfig(server: str, ca: bytes, cert: bytes, key: bytes, user: str) -> s
 class Process:
     """One component: a process group with its log file."""
 
-    def __init__(self, name: str, argv: Sequence[str], log: Path) -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log = log
@@ -253,6 +255,7 @@ class Process:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env={**os.environ, **(env or {})},
             )
 
     @property
@@ -355,15 +358,23 @@ class ControlPlane:
 
     ``bin_dir`` defaults to the offline bundle's ``bin/`` (built or reused by
     :func:`buildtools.artifacts.build`). ``workdir`` defaults to a fresh temporary
-    directory, removed by :meth:`stop` (a given one is kept).
+    directory, removed by :meth:`stop` (a given one is kept). ``env`` is added to
+    every component's environment (a benchmark's Go runtime settings, for one).
 
     Attributes once started: ``server`` (the API URL), ``kubeconfig`` (admin,
     ``system:masters``), ``scheduler_kubeconfig`` (``system:kube-scheduler``,
     the identity kubeadm gives the scheduler), ``workdir`` (logs, PKI, data).
     """
 
-    def __init__(self, *, bin_dir: Path | None = None, workdir: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        bin_dir: Path | None = None,
+        workdir: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self._bin_dir = bin_dir
+        self._env = dict(env or {})
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="depcon-cp-"))
         self.kubeconfig = self.workdir / "admin.conf"
@@ -476,7 +487,7 @@ class ControlPlane:
         return {p.name: p.pid for p in self._processes}
 
     def _spawn(self, name: str, argv: Sequence[str]) -> Process:
-        proc = Process(name, argv, self.workdir / f"{name}.log")
+        proc = Process(name, argv, self.workdir / f"{name}.log", self._env)
         self._processes.append(proc)
         return proc
 

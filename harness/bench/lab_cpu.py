@@ -80,10 +80,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def native_control_plane() -> dict[str, Any]:
+def native_control_plane(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """A fresh etcd + kube-apiserver + kube-scheduler: start-up CPU s, then idle cores."""
     started = time.monotonic()
-    with ControlPlane() as cp:
+    with ControlPlane(env=env) as cp:
         cp.start_scheduler()
         ready_s = time.monotonic() - started
         pids = {n.removesuffix("-1"): p for n, p in cp.pids().items()}

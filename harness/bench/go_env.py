@@ -82,7 +82,7 @@ def plot(summary: Mapping[str, Any], path: Path) -> None:
     h = summary["host"]
     fig.suptitle(
         f"etcd + kube-apiserver + kube-scheduler, native, by Go runtime setting: mean and 95% "
-        f"t interval, {summary['reps']} reps (x: ratio to default, paired); {h['date']}, "
+        f"t interval, {summary['reps']} reps\n(x: ratio to default, paired); {h['date']}, "
         f"commit {h['commit'][:10]}",
         fontsize=9,
     )

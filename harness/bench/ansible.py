@@ -47,6 +47,19 @@ CLUSTER_IP = "10.10.0.41/24"
 SEGMENT = 23459  # its own cluster segment: it never meets a lab or a molecule VM
 
 
+# The lab inventory's SSH settings, so a task here costs what it costs in the lab.
+LAB_CONNECTION_VARS = (
+    "ansible_host_key_checking",
+    "ansible_ssh_common_args",
+    "ansible_ssh_timeout",
+)
+
+
+def lab_connection_vars() -> dict[str, Any]:
+    lab = yaml.safe_load((repo_root() / "inventory/lab/group_vars/all.yml").read_text())
+    return {k: lab[k] for k in LAB_CONNECTION_VARS}
+
+
 def inventory(inst: vm.Instance) -> dict[str, Any]:
     return {
         "all": {
@@ -56,12 +69,8 @@ def inventory(inst: vm.Instance) -> dict[str, Any]:
                     "ansible_port": inst.ssh_port,
                     "ansible_user": "root",
                     "ansible_ssh_private_key_file": str(inst.identity_file),
-                    "ansible_host_key_checking": False,
-                    "ansible_ssh_common_args": "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
                     "ansible_python_interpreter": "/usr/bin/python3",
-                    # As the lab inventory: an emulated VM can take more than
-                    # Ansible's default 10 s to answer a new connection.
-                    "ansible_ssh_timeout": 60,
+                    **lab_connection_vars(),
                 }
             }
         }

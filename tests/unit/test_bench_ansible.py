@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -56,3 +58,12 @@ def test_summary_pairs_the_runs_of_one_repetition() -> None:
     ratio = m["wall_s"]["ratio_mitogen_over_linear"]
     assert ratio["mean"] == pytest.approx((0.2 + 0.25 + 0.2) / 3)
     assert ratio["ci95"][0] < ratio["mean"] < ratio["ci95"][1]
+
+
+def test_the_bench_host_connects_with_the_lab_inventorys_ssh_settings(tmp_path: Path) -> None:
+    inst = SimpleNamespace(ssh_port=2241, identity_file=tmp_path / "id")
+    host = bench.inventory(inst)["all"]["hosts"]["bench"]  # type: ignore[arg-type]
+    assert host["ansible_ssh_timeout"] == 60
+    assert host["ansible_host_key_checking"] is False
+    assert "UserKnownHostsFile=/dev/null" in host["ansible_ssh_common_args"]
+    assert host["ansible_port"] == 2241

@@ -20,7 +20,6 @@ repetitions, ratios paired per repetition. Writes reports/bench/ansible.json
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -183,12 +182,7 @@ def plot(summary: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], path: Pa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="make bench-ansible", description=__doc__.split("\n")[0])
-    parser.add_argument("--reps", type=int, default=stats.MIN_REPS)
-    cli.add_out(parser)
-    args = parser.parse_args(argv)
-    cli.require_reps(parser, args, args.reps)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = cli.parse_reps("ansible", __doc__, argv)
     info = host()
     load_before = loadavg()
     inst, boot_s = vm.up(VM_NAME, ssh_port=SSH_PORT, cluster_ip=CLUSTER_IP, segment=SEGMENT)

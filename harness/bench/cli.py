@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 from depcon.paths import repo_root
@@ -19,3 +20,16 @@ def require_reps(parser: argparse.ArgumentParser, args: argparse.Namespace, *rep
         parser.error("at least 2 repetitions: an interval needs two")
     if min(reps) < MIN_REPS and args.out == parser.get_default("out"):
         parser.error(f"a report needs at least {MIN_REPS} repetitions (or --out elsewhere)")
+
+
+def parse_reps(name: str, doc: str | None, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``--reps`` and ``--out`` of ``make bench-NAME``, checked; the report directory exists."""
+    parser = argparse.ArgumentParser(
+        prog=f"make bench-{name}", description=(doc or "").split("\n")[0]
+    )
+    parser.add_argument("--reps", type=int, default=MIN_REPS)
+    add_out(parser)
+    args = parser.parse_args(argv)
+    require_reps(parser, args, args.reps)
+    args.out.mkdir(parents=True, exist_ok=True)
+    return args

@@ -20,7 +20,6 @@ repetitions. Writes reports/bench/go_env.json and go_env.png.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -91,12 +90,7 @@ def plot(summary: Mapping[str, Any], path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="make bench-go_env", description=__doc__.split("\n")[0])
-    parser.add_argument("--reps", type=int, default=stats.MIN_REPS)
-    cli.add_out(parser)
-    args = parser.parse_args(argv)
-    cli.require_reps(parser, args, args.reps)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = cli.parse_reps("go_env", __doc__, argv)
     info = host()
     load_before = loadavg()
     runs: list[dict[str, Any]] = []

@@ -22,7 +22,6 @@ lab_cpu.png.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -153,12 +152,7 @@ def plot(summary: Mapping[str, Any], path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="make bench-lab_cpu", description=__doc__.split("\n")[0])
-    parser.add_argument("--reps", type=int, default=stats.MIN_REPS)
-    cli.add_out(parser)
-    args = parser.parse_args(argv)
-    cli.require_reps(parser, args, args.reps)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = cli.parse_reps("lab_cpu", __doc__, argv)
     info = host()
     load_before = loadavg()
     smp = 2

@@ -71,3 +71,15 @@ def test_make_bench_runs_the_benchmark_programs_and_not_their_helpers() -> None:
     assert benches == programs
     assert {"bench-lab_cpu", "bench-vif"} <= benches
     assert not benches & {"bench-stats", "bench-cli", "bench-host", "bench-__init__"}
+
+
+def test_parse_reps_checks_the_count_and_makes_the_report_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.parse_reps("demo", "A demo.\n\nMore.", ["--reps", "1", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "make bench-demo" in capsys.readouterr().err
+    args = cli.parse_reps("demo", "A demo.", ["--reps", "2", "--out", str(tmp_path / "r")])
+    assert args.reps == 2
+    assert (tmp_path / "r").is_dir()

@@ -135,8 +135,18 @@ def _read_lines(
             sink.append((time.monotonic(), line))
 
 
-def kernel_command(vmlinuz: Path, initrd: Path, *, smp: int, mem_mb: int) -> list[str]:
-    """The kernel test VM's qemu command line: serial console only, no NIC at all."""
+# maxcpus=1: the kernel boots on CPU 0 alone and /init brings the others up (init.sh says why).
+_KERNEL_PARAMS = (
+    "console=ttyS0 quiet oops=panic panic=-1 mitigations=off random.trust_cpu=on maxcpus=1"
+)
+
+
+def kernel_command(
+    vmlinuz: Path, initrd: Path, *, smp: int, mem_mb: int, append: str = ""
+) -> list[str]:
+    """The kernel test VM's qemu command line: serial console only, no NIC at all.
+
+    ``append`` goes after the kernel parameters every run has."""
     cmd = [
         *qemu_tcg(smp, mem_mb, threads="single"),
         "-no-reboot",
@@ -147,9 +157,7 @@ def kernel_command(vmlinuz: Path, initrd: Path, *, smp: int, mem_mb: int) -> lis
         "-initrd",
         str(initrd),
         "-append",
-        # maxcpus=1: the kernel boots on CPU 0 alone and /init brings the
-        # others up (init.sh says why).
-        "console=ttyS0 quiet oops=panic panic=-1 mitigations=off random.trust_cpu=on maxcpus=1",
+        " ".join(filter(None, [_KERNEL_PARAMS, append])),
     ]
     check_command(cmd)
     return cmd
@@ -165,11 +173,12 @@ def run_script(
     mem_mb: int = 1024,
     timeout: float = 300.0,
     module: bool = True,
+    append: str = "",
 ) -> VmResult:
     """Boots ``kernel`` and runs ``script`` as /test/run.sh; /test/vif.ko is the fresh build.
 
     ``files`` are extra files put under /test (name -> path or content); ``env`` is
-    exported before the script starts.
+    exported before the script starts; ``append`` adds kernel parameters.
     """
     kernel = kernel or kernel_by_name()
     if shutil.which(QEMU) is None:
@@ -191,7 +200,7 @@ def run_script(
         with initrd.open("wb") as f:
             f.write(base_image(kernel).read_bytes())
             f.write(run_image(run_files))
-        cmd = kernel_command(kernel.vmlinuz, initrd, smp=smp, mem_mb=mem_mb)
+        cmd = kernel_command(kernel.vmlinuz, initrd, smp=smp, mem_mb=mem_mb, append=append)
         lines: list[tuple[float, str]] = []
         lock = threading.Lock()
         start = time.monotonic()

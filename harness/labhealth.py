@@ -2,7 +2,7 @@
 
 A failed smoke said only which Ansible task timed out; the cause sat on the VM
 (an API server that exits and restarts). :func:`collect` reads, over each VM's
-loopback SSH, its load and uptime, the API server's /readyz answer, and for
+loopback SSH, its load, uptime and clock source, the API server's /readyz answer, and for
 each container the kubelet logs under /var/log/pods its restart count (the
 kubelet names log files by restart) and the last fatal (klog ``F``) line of the
 logs it keeps (the running and the previous run: a crashed run's cause).
@@ -21,11 +21,12 @@ from harness.vm import network
 
 SSH_TIMEOUT_S = 90
 
-# One line per fact: "load ...", "uptime_s N", "readyz ...",
+# One line per fact: "load ...", "uptime_s N", "clocksource NAME", "readyz ...",
 # "container POD CONTAINER RESTARTS FATAL_LINE_OR_-".
 SCRIPT = r"""
 echo "load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "uptime_s $(cut -d. -f1 /proc/uptime)"
+echo "clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
 if [ -f /etc/kubernetes/admin.conf ]; then
 	r=$(timeout 20 kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /readyz 2>&1 |
 		tail -n 1)
@@ -58,6 +59,8 @@ def parse(text: str) -> dict[str, Any]:
             out["load_average"] = [float(x) for x in rest.split()]
         elif key == "uptime_s":
             out["uptime_s"] = int(rest)
+        elif key == "clocksource":
+            out["clocksource"] = rest.strip()
         elif key == "readyz":
             out["readyz"] = rest.strip()
         elif key == "container":

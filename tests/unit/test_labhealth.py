@@ -40,8 +40,9 @@ def test_parse_reads_load_readyz_and_each_containers_restarts_and_last_fatal_lin
 
 
 def test_a_worker_without_admin_conf_has_no_readyz() -> None:
-    facts = labhealth.parse("load 0.5 0.4 0.3\nuptime_s 90\n")
+    facts = labhealth.parse("load 0.5 0.4 0.3\nuptime_s 90\nclocksource tsc\n")
     assert "readyz" not in facts
+    assert facts["clocksource"] == "tsc"
     assert facts["containers"] == []
 
 

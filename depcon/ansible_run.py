@@ -24,6 +24,12 @@ from typing import Any
 from depcon.paths import repo_root
 
 
+def _bytecode(path: Path) -> bool:
+    # Python writes these beside the sources it imports (a test run, the proof's judge):
+    # they are nobody's edit and must not re-run a host component.
+    return path.suffix == ".pyc" or "__pycache__" in path.parts
+
+
 def inputs_hash(paths: list[Path]) -> str:
     """sha256 over the named files and every file under the named directories.
 
@@ -35,7 +41,7 @@ def inputs_hash(paths: list[Path]) -> str:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(p for p in path.rglob("*") if p.is_file())
+            files.extend(p for p in path.rglob("*") if p.is_file() and not _bytecode(p))
         elif path.is_file():
             files.append(path)
         else:
@@ -80,6 +86,17 @@ def _tail(result: Any, lines: int = 15) -> str:
     return " | ".join(str(text).strip().splitlines()[-lines:])
 
 
+def failure_message(res: Mapping[str, Any], limit: int = 500) -> str:
+    """A failed task's message; a command's own last stderr (or stdout) lines with it,
+    since Ansible's message for those is only "non-zero return code"."""
+    msg = str(res.get("msg") or res.get("censored", ""))
+    if "rc" in res:
+        said = str(res.get("stderr") or res.get("stdout") or "").strip().splitlines()
+        if said:
+            msg += f" (rc {res['rc']}): " + " | ".join(said[-3:])
+    return " ".join(msg.split())[:limit]
+
+
 def _progress_line(event: dict[str, Any], started: float) -> str | None:
     """What a person watching a long run wants to see of one ansible-runner event."""
     data = event.get("event_data", {})
@@ -92,8 +109,7 @@ def _progress_line(event: dict[str, Any], started: float) -> str | None:
     if kind == "runner_on_start":
         return f"[ansible {at}] {host}: {task}"
     if kind in _FAILURE_EVENTS and not data.get("ignore_errors"):
-        msg = " ".join(str(data.get("res", {}).get("msg", "")).split())[:500]
-        return f"[ansible {at}] FAILED {host}: {task}: {msg}"
+        return f"[ansible {at}] FAILED {host}: {task}: {failure_message(data.get('res', {}))}"
     return None
 
 
@@ -139,7 +155,7 @@ def run_playbook(
         # "One or more items failed"; the item messages are the useful ones.
         failures = [
             f"{ev['event_data'].get('host')}: {ev['event_data'].get('task')}: "
-            f"{ev['event_data'].get('res', {}).get('msg', '')}"
+            f"{failure_message(ev['event_data'].get('res', {}))}"
             for ev in result.events
             if ev.get("event") in _FAILURE_EVENTS and not ev["event_data"].get("ignore_errors")
         ]

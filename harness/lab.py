@@ -30,14 +30,19 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from depcon.config import ConfigError, ProjectConfig, load_project
 from depcon.paths import repo_root
 from depcon.provenance import stamp
+
+# The label playbooks/templates/verify-probe.yaml.j2 gives the verification's probe pods.
+PROBE_SELECTOR = "app.kubernetes.io/component=verify-probe"
 
 
 class StageError(RuntimeError):
@@ -202,6 +207,23 @@ def stage_pulumi_up(ctx: LabContext) -> str:
     )
 
 
+def stage_pulumi_up_again(ctx: LabContext) -> str:
+    """A second `pulumi up` with nothing changed: it must plan no change and touch no host."""
+    started = time.monotonic()
+    _sh(
+        ctx,
+        "pulumi",
+        "up",
+        "--yes",
+        "--expect-no-changes",
+        "--non-interactive",
+        "--stack",
+        ctx.stack,
+        echo=True,
+    )
+    return f"no changes, {time.monotonic() - started:.0f} s"
+
+
 def stages() -> list[Stage]:
     return [
         Stage("config", "validate versions, stack and inventory", stage_config),
@@ -249,8 +271,34 @@ def stage_rollback(ctx: LabContext) -> str:
     engine's delete step ("grpc: the client connection is closing"), so the
     smoke runs the same playbook directly, checks it, then destroys the stack.
     """
+    _delete_probe_pods(ctx)
     stats = _run_playbook(ctx, "playbooks/rollback.yml")
     return f"DepCon rolled back ({stats['changed']} changes)"
+
+
+def _delete_probe_pods(ctx: LabContext) -> None:
+    """The verification's pods go first, as `pulumi destroy` deletes them before DepCon's:
+    they have no controller, so the rollback's drain would refuse them."""
+    kubectl = Path(ctx.env["DEPCON_BUNDLE_DIR"]) / "bin" / "kubectl"
+    kubeconfig = _sh(
+        ctx, "pulumi", "stack", "output", "--show-secrets", "kubeconfig", "--stack", ctx.stack
+    )
+    with tempfile.NamedTemporaryFile("w", prefix="depcon-lab-", suffix=".kubeconfig") as f:
+        f.write(kubeconfig)
+        f.flush()
+        _sh(
+            ctx,
+            str(kubectl),
+            "--kubeconfig",
+            f.name,
+            "delete",
+            "pod",
+            "--all-namespaces",
+            f"--selector={PROBE_SELECTOR}",
+            "--wait",
+            "--timeout=300s",
+            echo=True,
+        )
 
 
 def stage_rolled_back(ctx: LabContext) -> str:
@@ -274,6 +322,7 @@ def stage_reset(ctx: LabContext) -> str:
 def smoke_stages() -> list[Stage]:
     return [
         *stages(),
+        Stage("pulumi-up-2", "pulumi up again, nothing changed: no change", stage_pulumi_up_again),
         Stage("rollback", "rollback.yml, as DepCon's destroy runs it", stage_rollback),
         Stage(
             "rolled-back", "rolled_back.yml: stock kubelet, no vif, no capacity", stage_rolled_back

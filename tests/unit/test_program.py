@@ -17,6 +17,7 @@ import yaml
 from depcon.ansible_run import inputs_hash, strategy_env
 from depcon.config import ConfigError
 from depcon.paths import repo_root
+from harness.lab import PROBE_SELECTOR
 from program import hosts
 
 pytestmark = pytest.mark.unit
@@ -108,6 +109,9 @@ def test_lab_stack_composes_the_whole_cluster(bundle: Path) -> Any:
         assert sorted(p.inputs["metadata"]["name"] for p in pods) == ["slo-fits", "slo-too-big"]
         for pod in pods:
             assert pod.inputs["spec"]["schedulerName"] == "depcon-scheduler"
+            # The smoke deletes them by this label before its rollback (harness/lab.py).
+            key, _, value = PROBE_SELECTOR.partition("=")
+            assert pod.inputs["metadata"]["labels"][key] == value
             limits = pod.inputs["spec"]["containers"][0]["resources"]["limits"]
             assert list(limits) == ["example.com/SLO"]
         # verify.yml looks for the probe's slot by the goal the pod asked for.
@@ -265,6 +269,10 @@ def test_inputs_hash_follows_content(tmp_path: Path) -> None:
     assert inputs_hash([d, a]) == first  # order of arguments does not matter
     (d / "r" / "tasks" / "main.yml").write_text("- name: Do it again\n")
     assert inputs_hash([a, d]) != first
+    second = inputs_hash([a, d])
+    (d / "r" / "__pycache__").mkdir()
+    (d / "r" / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"\x00")
+    assert inputs_hash([a, d]) == second  # bytecode Python wrote is nobody's edit
     with pytest.raises(FileNotFoundError, match="does not exist"):
         inputs_hash([tmp_path / "missing.yml"])
 

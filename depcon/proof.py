@@ -3,7 +3,10 @@
 ``python -m depcon.proof judge`` reads one node's run as JSON on stdin (the
 netperf logs of the client without and with the SLO, and the node's trace
 from nodeagent/vif_trace.py) and prints the verdict as JSON: every number
-the proof rests on and each check that failed. ``python -m depcon.proof plot
+the proof rests on and each check that failed. The SLO client's bandwidth is
+the pod's own traffic as vif counts it (bytes in and out of its devices,
+sampled by the tracer every 0.1 s); netperf's interim results come seconds
+apart on an emulated node, so they are kept for reference only. ``python -m depcon.proof plot
 REPORT PNG`` draws every node of a verification report (bandwidth, the goal
 and the container's quota over time).
 
@@ -71,8 +74,29 @@ def window_mean(series: list[tuple[float, float, float]], start: float, end: flo
     return sum(s * m for s, m in picked) / total if total else math.nan
 
 
-def trailing_mean(series: list[tuple[float, float, float]], at: float, span: float) -> float:
-    return window_mean(series, at - span + 1e-9, at)
+def pod_series(samples: list[list[Any]]) -> list[tuple[float, int]]:
+    """(seconds, bytes) of the pod's own devices from the trace: the traffic vif counts."""
+    return [(float(s[0]), int(s[5])) for s in samples if len(s) > 5 and s[5] is not None]
+
+
+def pod_mean(series: list[tuple[float, int]], start: float, end: float) -> float:
+    """Mbps the pod moved from its first sample at or after start to its last at or before end."""
+    inside = [(t, b) for t, b in series if start <= t <= end]
+    if len(inside) < 2 or inside[-1][0] - inside[0][0] < 0.5 or inside[-1][1] < inside[0][1]:
+        return math.nan
+    (t1, b1), (t2, b2) = inside[0], inside[-1]
+    return (b2 - b1) * 8 / 1e6 / (t2 - t1)
+
+
+def pod_rates(series: list[tuple[float, int]], step: float = 1.0) -> list[tuple[float, float]]:
+    """Mbps per step seconds, stamped with the end of each step."""
+    if not series:
+        return []
+    out, t = [], series[0][0] + step
+    while t <= series[-1][0]:
+        out.append((t, pod_mean(series, t - step, t)))
+        t += step
+    return [(round(t, 2), round(m, 3)) for t, m in out if math.isfinite(m)]
 
 
 def _quota(sample: list[Any]) -> float | None:
@@ -119,18 +143,18 @@ def judge(run: dict[str, Any], limits: Limits) -> dict[str, Any]:
     base = interims(run["baseline_log"])
     natural = window_mean(base, base[0][0] + limits.settle_s, math.inf) if base else math.nan
     slo = [(t - t0, s, m) for t, s, m in interims(run["slo_log"])]
-    steady = window_mean(slo, limits.settle_s, halved_at)
+    samples = trace["samples"]
+    pod = pod_series(samples)
+    steady = pod_mean(pod, limits.settle_s, halved_at)
     follow = next(
         (
             t - halved_at
-            for t, _, _ in slo
-            if halved_at < t <= restore_at and trailing_mean(slo, t, 1.0) <= half * hi
+            for t, _ in pod
+            if halved_at + 1.0 <= t <= restore_at and pod_mean(pod, t - 1.0, t) <= half * hi
         ),
         math.inf,
     )
-    held_half = window_mean(slo, halved_at + min(follow, limits.follow_s) + 1.0, restore_at)
-
-    samples = trace["samples"]
+    held_half = pod_mean(pod, halved_at + min(follow, limits.follow_s) + 1.0, restore_at)
     quotas_full = [q for s in samples if limits.settle_s <= s[0] < halved_at and (q := _quota(s))]
     quotas_half = [
         q for s in samples if halved_at + limits.follow_s <= s[0] < restore_at and (q := _quota(s))
@@ -197,7 +221,8 @@ def judge(run: dict[str, Any], limits: Limits) -> dict[str, Any]:
         "goal_mbps": goal,
         "steady_mean_mbps": round(steady, 2),
         "steady_ratio": round(steady / goal, 3) if goal else None,
-        "steady_cv": _cv(slo, limits.settle_s, halved_at),
+        "steady_cv": _cv(pod_rates(pod), limits.settle_s, halved_at),
+        "netperf_steady_mbps": round(window_mean(slo, limits.settle_s, halved_at), 2),
         "half_mbps": half,
         "follow_s": round(follow, 2) if math.isfinite(follow) else None,
         "held_half_mbps": round(held_half, 2),
@@ -216,6 +241,7 @@ def judge(run: dict[str, Any], limits: Limits) -> dict[str, Any]:
         "reregistered_after_reload_s": round(rereg, 2) if math.isfinite(rereg) else None,
         "series": {
             "netperf": [[round(t, 2), round(m, 2)] for t, _, m in slo],
+            "pod_mbps": [list(r) for r in pod_rates(pod)],
             "trace_columns": trace["columns"],
             "trace": samples,
         },
@@ -228,8 +254,8 @@ def judge(run: dict[str, Any], limits: Limits) -> dict[str, Any]:
     }
 
 
-def _cv(series: list[tuple[float, float, float]], start: float, end: float) -> float | None:
-    values = [m for t, _, m in series if start <= t <= end]
+def _cv(series: list[tuple[float, float]], start: float, end: float) -> float | None:
+    values = [m for t, m in series if start <= t <= end]
     if len(values) < 2 or not statistics.mean(values):
         return None
     return round(statistics.stdev(values) / statistics.mean(values), 3)
@@ -277,7 +303,10 @@ def plot(nodes: list[dict[str, Any]], png: Path) -> None:
     fig, axes = plt.subplots(len(nodes), 1, figsize=(9, 3.2 * len(nodes)), squeeze=False)
     for ax, node in zip(axes[:, 0], nodes, strict=True):
         series, trace = node["series"]["netperf"], node["series"]["trace"]
-        ax.step([t for t, _ in series], [m for _, m in series], where="post", label="netperf Mbps")
+        pod = node["series"].get("pod_mbps", [])
+        ax.step([t for t, _ in pod], [m for _, m in pod], where="pre", label="pod Mbps (1 s)")
+        ax.plot([t for t, _ in series], [m for _, m in series], ".", color="tab:gray",
+                markersize=3, label="netperf Mbps")  # fmt: skip
         ax.step([s[0] for s in trace], [s[1] for s in trace], where="post", color="k",
                 linestyle="--", label="goal (slot)")  # fmt: skip
         ax.set_ylabel("Mbps")

@@ -31,6 +31,7 @@ from pathlib import Path
 
 OSLAB = Path("/proc/oslab")
 CGROUPS = Path("/sys/fs/cgroup")
+PROC = Path("/proc")
 
 
 class TraceError(RuntimeError):
@@ -106,6 +107,21 @@ def cpu_max(cgroup: str) -> str:
         return ""
 
 
+def pod_bytes(pid: int) -> int | None:
+    """Bytes in and out of the container's non-loopback devices: what vif counts (vif_net.c)."""
+    try:
+        rows = (PROC / str(pid) / "net" / "dev").read_text().splitlines()[2:]
+    except OSError:
+        return None
+    total = 0
+    for row in rows:
+        name, _, fields = row.partition(":")
+        values = fields.split()
+        if name.strip() != "lo" and len(values) >= 9:
+            total += int(values[0]) + int(values[8])
+    return total
+
+
 def write_goal(slot: str, mbps: int) -> None:
     (OSLAB / slot / "goal").write_text(f"{mbps}\n")
 
@@ -179,11 +195,12 @@ def trace(args: argparse.Namespace) -> dict[str, object]:
                 float(s.get("bw_mbps", "nan")),
                 s.get("quota_us"),
                 cpu_max(str(ctr["cgroup"])),
+                pod_bytes(int(str(ctr["pid"]))),
             ]
         )
         time.sleep(max(0.0, args.interval - (time.time() - now)))
     out["events"] = events
-    out["columns"] = ["t", "goal_mbps", "bw_mbps", "quota_us", "cpu_max"]
+    out["columns"] = ["t", "goal_mbps", "bw_mbps", "quota_us", "cpu_max", "bytes"]
     out["samples"] = samples
     return out
 

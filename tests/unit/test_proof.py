@@ -32,14 +32,22 @@ def netperf_log(rates: list[tuple[float, float]], start: float, step: float = 0.
     return "\n".join(lines) + "\n"
 
 
-def trace(**over: object) -> dict[str, object]:
-    """The tracer's output for a slot that held 40 Mbps, then 20 after t=30."""
-    samples = []
+RATES = [(0, 90.0), (2, 40.6), (31, 20.3), (46, 40.5), (70, 40.5)]
+
+
+def trace(rates: list[tuple[float, float]] | None = None, **over: object) -> dict[str, object]:
+    """The tracer's output for a slot whose goal is 40 Mbps, 20 from t=30 to 47.
+
+    The pod moves ``rates`` ((seconds, Mbps) held until the next point): its byte count.
+    """
+    rates = rates or RATES
+    samples, sent = [], 0.0
     for i in range(700):
         t = i / 10
         goal = 20 if 30 <= t < 47 else 40
         quota = 4000 if goal == 20 else 8000
-        samples.append([t, goal, float(goal), str(quota), f"{quota} 100000"])
+        samples.append([t, goal, float(goal), str(quota), f"{quota} 100000", round(sent)])
+        sent += [m for at, m in rates if at <= t][-1] * 1e6 / 8 * 0.1
     out: dict[str, object] = {
         "container": {
             "id": "abc",
@@ -61,7 +69,7 @@ def trace(**over: object) -> dict[str, object]:
             "reloaded_at": 55.0,
             "reregistered_at": 61.5,
         },
-        "columns": ["t", "goal_mbps", "bw_mbps", "quota_us", "cpu_max"],
+        "columns": ["t", "goal_mbps", "bw_mbps", "quota_us", "cpu_max", "bytes"],
         "samples": samples,
     }
     out.update(over)
@@ -69,14 +77,14 @@ def trace(**over: object) -> dict[str, object]:
 
 
 def run(slo_rates: list[tuple[float, float]] | None = None, **over: object) -> dict[str, object]:
-    slo = slo_rates or [(0, 90.0), (2, 40.6), (31, 20.3), (46, 40.5), (70, 40.5)]
     out: dict[str, object] = {
         "node": "lab-w1",
         "peer": "lab-cp1",
         "placed_on": "lab-w1",
         "baseline_log": netperf_log([(0, 100.0), (25, 100.0)], T0 - 60),
-        "slo_log": netperf_log(slo, T0),
-        "trace": trace(),
+        # netperf's own view, kept for reference: the verdict counts the pod's bytes.
+        "slo_log": netperf_log([(0, 39.0), (30, 19.5), (70, 39.0)], T0),
+        "trace": trace(slo_rates),
         "restore_at": 45,
     }
     out.update(over)
@@ -113,9 +121,10 @@ def test_a_held_goal_passes_with_its_numbers() -> None:
     got = proof.judge(run(), proof.Limits())
     assert got["failures"] == []
     assert got["passed"] is True
-    assert got["steady_mean_mbps"] == pytest.approx(40.6)
+    assert got["steady_mean_mbps"] == pytest.approx(40.6, rel=1e-3)
+    assert got["netperf_steady_mbps"] == pytest.approx(39.0, abs=1)
     assert got["follow_s"] is not None and got["follow_s"] <= 2
-    assert got["held_half_mbps"] == pytest.approx(20.3)
+    assert got["held_half_mbps"] == pytest.approx(20.3, rel=1e-3)
     assert got["quota_full_us"] == 8000
     assert got["quota_half_us"] == 4000
     assert got["reregistered_after_reload_s"] == pytest.approx(6.5)
@@ -184,7 +193,9 @@ def test_the_verdict_is_strict_json_when_numbers_are_missing(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The client stops before the halving: no steady mean, no follow time, no held half.
-    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(run([(0, 40.0), (5, 40.0)]))))
+    early = trace()
+    early["samples"] = early["samples"][:50]  # type: ignore[index]
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(run(trace=early))))
     assert proof.main(["judge"]) == 0
 
     def refuse(name: str) -> None:

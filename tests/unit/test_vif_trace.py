@@ -7,6 +7,7 @@ tracer against the real module on the lab (docs/architecture.md, "The SLO proof"
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 import time
 from pathlib import Path
@@ -104,7 +105,9 @@ def test_the_kubelets_restore_is_reasserted_until_restore_at(
 
     def reconcile() -> None:  # the kubelet writes the pod's goal back once
         time.sleep(0.45)
-        (node["oslab"] / "vif3" / "goal").write_text("40\n")
+        # Atomically: the stand-in's stat reads this file from the tracer's thread.
+        (node["oslab"] / "goal.new").write_text("40\n")
+        (node["oslab"] / "goal.new").replace(node["oslab"] / "vif3" / "goal")
 
     kubelet = threading.Thread(target=reconcile)
     kubelet.start()
@@ -133,3 +136,21 @@ def test_a_failed_reload_is_an_event_not_a_lost_trace(
 def test_no_registration_is_an_error(node: dict[str, Path]) -> None:
     with pytest.raises(vif_trace.TraceError, match="was not registered"):
         vif_trace.trace(argparse.Namespace(**{**vars(args()), "wait": 0.3}))
+
+
+def test_pod_bytes_sums_the_devices_vif_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    # This machine's own /proc/<pid>/net/dev parses.
+    assert isinstance(vif_trace.pod_bytes(os.getpid()), int)
+    (tmp_path / "7" / "net").mkdir(parents=True)
+    (tmp_path / "7" / "net" / "dev").write_text(
+        "Inter-|   Receive                            |  Transmit\n"
+        " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets\n"
+        "    lo: 9000 10 0 0 0 0 0 0 9000 10 0 0 0 0 0 0\n"
+        "  eth0: 1500 12 0 0 0 0 0 0 250000 180 0 0 0 0 0 0\n"
+    )
+    monkeypatch.setattr(vif_trace, "PROC", tmp_path)
+    assert vif_trace.pod_bytes(7) == 1500 + 250000  # loopback left out, as vif_net.c does
+    assert vif_trace.pod_bytes(8) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -80,3 +81,27 @@ def test_the_drain_runs_first_and_outside_the_way_back(root: Path, path: str, pl
     (block,) = [t for t in tasks if "block" in t]
     ways_out = [*block.get("rescue", []), *block.get("always", [])]
     assert "tasks/uncordon.yml" in _includes(ways_out)
+
+
+def test_rolled_back_checks_the_kubelets_slot_record_is_gone(root: Path) -> None:
+    """The kubelet's record of its vif slots: the rollback removes it, rolled_back.yml checks."""
+    manager = (root / "kubelet_patch" / "depcon" / "manager.go").read_text()
+    (name,) = re.findall(r'StateFileName = "([^"]+)"', manager)
+    assert 'filepath.Join(kubeletRootDir, "depcon", StateFileName)' in manager
+    role = root / "roles" / "depcon_kubelet"
+    state_dir = yaml.safe_load((role / "defaults" / "main.yml").read_text())[
+        "depcon_kubelet_state_dir"
+    ]
+    assert state_dir == "/var/lib/kubelet/depcon"  # the kubelet's default --root-dir, then depcon/
+    removed = [
+        t["ansible.builtin.file"]
+        for t in yaml.safe_load((role / "tasks" / "rollback.yml").read_text())
+        if "ansible.builtin.file" in t
+    ]
+    assert {"path": "{{ depcon_kubelet_state_dir }}", "state": "absent"} in removed
+
+    check = _play(root, "playbooks/rolled_back.yml", "Check each node is as before DepCon")
+    (leftovers,) = [t for t in check["tasks"] if t.get("register") == "rb_leftovers"]
+    assert f"{state_dir}/{name}" in leftovers["loop"]
+    (assertion,) = [t for t in check["tasks"] if "ansible.builtin.assert" in t]
+    assert any("rb_leftovers" in cond for cond in assertion["ansible.builtin.assert"]["that"])

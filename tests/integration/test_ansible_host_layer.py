@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
+from buildtools.artifacts import build
 from depcon.ansible_run import PlaybookError, run_playbook, run_playbook_isolated
 from depcon.config import load_versions
+from harness.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
 
@@ -877,3 +879,141 @@ def test_a_failed_drain_leaves_the_node_uncordoned_and_unchanged(
         "the node is uncordoned and DepCon is unchanged on it"
     )
     assert json.dumps(report)[1:-1] in out, out[-3000:]
+
+
+def _control_plane_book(
+    root: Path, name: str, role: dict[str, str], role_vars: dict[str, Any]
+) -> Path:
+    """A play on cp9 (this machine) running the control_plane ROLE include."""
+    book = root / "playbooks" / f".{name}-test.yml"
+    book.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": name,
+                    "hosts": "cp9",
+                    "roles": ["depcon_versions"],
+                    "tasks": [
+                        {
+                            "name": "Run the control_plane role",
+                            "ansible.builtin.include_role": {"name": "control_plane", **role},
+                            "vars": role_vars,
+                        }
+                    ],
+                }
+            ]
+        )
+    )
+    return book
+
+
+def test_kubeadm_init_never_logs_its_token(tmp_path: Path, root: Path) -> None:
+    """kubeadm init's bootstrap token appears in no output, even at -vvv, when init fails.
+
+    kubeadm init needs a node to turn into a control plane, so a stand-in on
+    PATH prints a token as init does and fails; the pinned kubeadm checks the
+    configuration the role rendered.
+    """
+    if Path("/etc/kubernetes/admin.conf").exists():
+        pytest.skip("this machine is a control plane: the role would not run kubeadm init")
+    calls = tmp_path / "calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    kubeadm = bin_dir / "kubeadm"
+    kubeadm.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {calls}\n'
+        f'echo "[bootstrap-token] Using token: {TOKEN}"\n'
+        f'echo "error execution phase addon/coredns: timed out, token {TOKEN}" >&2\n'
+        "exit 1\n"
+    )
+    kubeadm.chmod(0o755)
+    config = tmp_path / "depcon" / "kubeadm.yaml"
+    inv = _node_inventory(tmp_path, {"cp9": {"ansible_connection": "local"}})
+    book = _control_plane_book(
+        root,
+        "control-plane-init",
+        {},
+        {
+            "control_plane_kubeadm_config": str(config),
+            "control_plane_advertise_address": "192.0.2.1",
+        },
+    )
+    try:
+        rc, out = _playbook(root, book, inv, bin_dir, "-vvv")
+    finally:
+        book.unlink()
+    assert rc != 0, out[-3000:]
+    assert TOKEN not in out, [line for line in out.splitlines() if TOKEN in line]
+    assert TOKEN[:6] not in out
+    failed = "kubeadm init failed on cp9 (exit 1): error execution phase addon/coredns: timed out"
+    assert f"{failed}, token <token>" in out, out[-3000:]
+    (call,) = calls.read_text().splitlines()
+    assert call.startswith(f"init --config {config} --skip-token-print "), call
+    # The pinned kubeadm takes the rendered configuration, its init token among it.
+    real = build().root / "bin" / "kubeadm"
+    check = subprocess.run(
+        [str(real), "config", "validate", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    (init_cfg, *_) = yaml.safe_load_all(config.read_text())
+    described = yaml.safe_load((root / "roles/control_plane/vars/main.yml").read_text())
+    assert init_cfg["bootstrapTokens"] == [
+        {"description": described["control_plane_init_token_description"], "ttl": "15m0s"}
+    ]
+
+
+def test_the_init_token_is_deleted_and_no_other(
+    tmp_path: Path, root: Path, control_plane: ControlPlane
+) -> None:
+    """kubeadm init's bootstrap token is deleted, on every run; an operator's token is kept.
+
+    The pinned kubeadm and kubectl against the loopback API server: wrappers
+    on PATH point the role's /etc/kubernetes/admin.conf at its kubeconfig.
+    """
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    admin = "--kubeconfig=/etc/kubernetes/admin.conf"
+    for tool in ("kubeadm", "kubectl"):
+        wrapper = bin_dir / tool
+        wrapper.write_text(
+            "#!/bin/sh\n"
+            "for a; do shift\n"
+            f'  [ "$a" = {admin} ] && a=--kubeconfig={control_plane.kubeconfig}\n'
+            '  set -- "$@" "$a"\n'
+            "done\n"
+            f'exec {control_plane.bin_dir / tool} "$@"\n'
+        )
+        wrapper.chmod(0o755)
+    described = yaml.safe_load((root / "roles/control_plane/vars/main.yml").read_text())
+
+    def kubeadm_token(*args: str) -> str:
+        argv = [str(control_plane.bin_dir / "kubeadm"), "token", *args]
+        argv.append(f"--kubeconfig={control_plane.kubeconfig}")
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+    def create(description: str) -> str:
+        return kubeadm_token("create", "--ttl=15m", "--description", description).strip()
+
+    def tokens() -> list[str]:
+        return sorted(kubeadm_token("list", "-o", "jsonpath={.token}{' '}").split())
+
+    init_token = create(described["control_plane_init_token_description"])
+    operators = create("an operator's, for a node added by hand")
+    assert tokens() == sorted([init_token, operators])
+    inv = _node_inventory(tmp_path, {"cp9": {"ansible_connection": "local"}})
+    book = _control_plane_book(root, "init-token", {"tasks_from": "init_token.yml"}, {})
+    try:
+        rc, out = _playbook(root, book, inv, bin_dir)
+        assert rc == 0, out[-3000:]
+        assert tokens() == [operators]
+        assert init_token.split(".")[1] not in out
+        rc, out = _playbook(root, book, inv, bin_dir)  # nothing left to delete
+        assert rc == 0, out[-3000:]
+        assert re.search(r"cp9 +: ok=\d+ +changed=0 ", out), out[-1500:]
+    finally:
+        book.unlink()
+    assert tokens() == [operators]

@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
+from buildtools.artifacts import build
 from depcon.ansible_run import PlaybookError, run_playbook, run_playbook_isolated
 from depcon.config import load_versions
+from harness.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
 
@@ -763,3 +765,255 @@ def test_the_stacks_strategy_reaches_the_run(
     stats = run_playbook_isolated(str(play), "inventory/lab/hosts.yml", {}, strategy=strategy)
     assert stats["ok"] == 2
     assert len(set(out.read_text().split())) == interpreters, out.read_text()
+
+
+def _playbook(root: Path, book: Path, inv: Path, bin_dir: Path, *args: str) -> tuple[int, str]:
+    """ansible-playbook BOOK with BIN_DIR first on PATH; its exit code and output."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"))
+    env["PATH"] = f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            *args,
+            "-i",
+            str(inv),
+            str(book.relative_to(root)),
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def _stand_in_roles(tasks: list[dict[str, Any]], calls: Path) -> list[dict[str, Any]]:
+    """TASKS with each include_role a command recording `role NAME[/TASKS_FROM] STATE` to CALLS."""
+    out = []
+    for original in tasks:
+        task = dict(original)
+        for key in ("block", "rescue", "always"):
+            if key in task:
+                task[key] = _stand_in_roles(task[key], calls)
+        assert "ansible.builtin.import_role" not in task, "a real role would run on this machine"
+        if "ansible.builtin.include_role" in task:
+            role = task.pop("ansible.builtin.include_role")
+            name = role["name"] + (f"/{role['tasks_from']}" if "tasks_from" in role else "")
+            state = next(
+                (v for k, v in task.pop("vars", {}).items() if k.endswith("_state")), "present"
+            )
+            task["ansible.builtin.shell"] = f"echo role {name} {state} >> {calls}"
+            task["changed_when"] = True
+        out.append(task)
+    return out
+
+
+EVICTION_REFUSED = (
+    'error when evicting pods/"web-0" -n "default" (will retry after 5s): '
+    "Cannot evict pod as it would violate the pod's disruption budget."
+)
+
+
+@pytest.mark.parametrize(
+    ("playbook", "play", "drain_rc"),
+    [
+        ("depcon.yml", "Install the vif module and the patched kubelet, one node at a time", 1),
+        ("rollback.yml", "Roll DepCon back, one node at a time", 1),
+        ("depcon.yml", "Install the vif module and the patched kubelet, one node at a time", 0),
+    ],
+)
+def test_a_failed_drain_leaves_the_node_uncordoned_and_unchanged(
+    tmp_path: Path, root: Path, playbook: str, play: str, drain_rc: int
+) -> None:
+    """The per-node play of depcon.yml and rollback.yml when kubectl drain fails.
+
+    The drain needs a cluster holding this machine as a Node, so a stand-in
+    kubectl on PATH records its calls and fails the drain as a refused
+    eviction does (the node cordoned, exit 1). Extra vars say the node needs
+    draining; the play's roles become commands recording that they ran, so
+    nothing here is installed or rolled back whatever the play does.
+    """
+    calls = tmp_path / "calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (tmp_path / "refused").write_text(EVICTION_REFUSED + "\n")
+    kubectl = bin_dir / "kubectl"
+    kubectl.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {calls}\n'
+        'case "$3" in\n'
+        f'drain) echo "node/$4 cordoned"; cat {tmp_path / "refused"} >&2; exit {drain_rc} ;;\n'
+        'uncordon) echo "node/$4 uncordoned" ;;\n'
+        "esac\n"
+    )
+    kubectl.chmod(0o755)
+    node = {"ansible_connection": "local", "depcon_node_interface": "eth0"}
+    inv = _node_inventory(tmp_path, {"cp9": node}, workers={"w9": node})
+    (real,) = [
+        p for p in yaml.safe_load((root / "playbooks" / playbook).read_text()) if p["name"] == play
+    ]
+    assert real.pop("roles") == [{"role": "depcon_versions"}]
+    real.pop("become")
+    real["roles"] = ["depcon_versions"]
+    real["tasks"] = _stand_in_roles(real["tasks"], calls)
+    book = root / "playbooks" / f".drain-test-{playbook}"
+    book.write_text(yaml.safe_dump([real]))
+    needs_draining = {"drain_needed": True, "drain_kubelet_conf": {"stat": {"exists": True}}}
+    try:
+        rc, out = _playbook(root, book, inv, bin_dir, "-e", json.dumps(needs_draining))
+    finally:
+        book.unlink()
+    lines = calls.read_text().splitlines()
+    verbs = [ln.split()[2] if ln.startswith("--kubeconfig") else ln for ln in lines]
+    if drain_rc == 0:
+        assert rc == 0, out[-3000:]
+        per_node = ["drain", "role vif_module present", "role depcon_kubelet present", "uncordon"]
+        assert verbs == per_node * 2, verbs
+        return
+    assert rc != 0, out[-3000:]
+    # Uncordoned, no role ran (not even the rescue's way back to stock), the next node untouched.
+    assert verbs == ["drain", "uncordon"], verbs
+    report = (
+        f"cp9: draining the node failed: kubectl drain exited 1: {EVICTION_REFUSED}; "
+        "the node is uncordoned and DepCon is unchanged on it"
+    )
+    assert json.dumps(report)[1:-1] in out, out[-3000:]
+
+
+def _control_plane_book(
+    root: Path, name: str, role: dict[str, str], role_vars: dict[str, Any]
+) -> Path:
+    """A play on cp9 (this machine) running the control_plane ROLE include."""
+    book = root / "playbooks" / f".{name}-test.yml"
+    book.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": name,
+                    "hosts": "cp9",
+                    "roles": ["depcon_versions"],
+                    "tasks": [
+                        {
+                            "name": "Run the control_plane role",
+                            "ansible.builtin.include_role": {"name": "control_plane", **role},
+                            "vars": role_vars,
+                        }
+                    ],
+                }
+            ]
+        )
+    )
+    return book
+
+
+def test_kubeadm_init_never_logs_its_token(tmp_path: Path, root: Path) -> None:
+    """kubeadm init's bootstrap token appears in no output, even at -vvv, when init fails.
+
+    kubeadm init needs a node to turn into a control plane, so a stand-in on
+    PATH prints a token as init does and fails; the pinned kubeadm checks the
+    configuration the role rendered.
+    """
+    if Path("/etc/kubernetes/admin.conf").exists():
+        pytest.skip("this machine is a control plane: the role would not run kubeadm init")
+    calls = tmp_path / "calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    kubeadm = bin_dir / "kubeadm"
+    kubeadm.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {calls}\n'
+        f'echo "[bootstrap-token] Using token: {TOKEN}"\n'
+        f'echo "error execution phase addon/coredns: timed out, token {TOKEN}" >&2\n'
+        "exit 1\n"
+    )
+    kubeadm.chmod(0o755)
+    config = tmp_path / "depcon" / "kubeadm.yaml"
+    inv = _node_inventory(tmp_path, {"cp9": {"ansible_connection": "local"}})
+    book = _control_plane_book(
+        root,
+        "control-plane-init",
+        {},
+        {
+            "control_plane_kubeadm_config": str(config),
+            "control_plane_advertise_address": "192.0.2.1",
+        },
+    )
+    try:
+        rc, out = _playbook(root, book, inv, bin_dir, "-vvv")
+    finally:
+        book.unlink()
+    assert rc != 0, out[-3000:]
+    assert TOKEN not in out, [line for line in out.splitlines() if TOKEN in line]
+    assert TOKEN[:6] not in out
+    failed = "kubeadm init failed on cp9 (exit 1): error execution phase addon/coredns: timed out"
+    assert f"{failed}, token <token>" in out, out[-3000:]
+    (call,) = calls.read_text().splitlines()
+    assert call.startswith(f"init --config {config} --skip-token-print "), call
+    # The pinned kubeadm takes the rendered configuration, its init token among it.
+    real = build().root / "bin" / "kubeadm"
+    check = subprocess.run(
+        [str(real), "config", "validate", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    (init_cfg, *_) = yaml.safe_load_all(config.read_text())
+    described = yaml.safe_load((root / "roles/control_plane/vars/main.yml").read_text())
+    assert init_cfg["bootstrapTokens"] == [
+        {"description": described["control_plane_init_token_description"], "ttl": "15m0s"}
+    ]
+
+
+def test_the_init_token_is_deleted_and_no_other(
+    tmp_path: Path, root: Path, control_plane: ControlPlane
+) -> None:
+    """kubeadm init's bootstrap token is deleted, on every run; an operator's token is kept.
+
+    The pinned kubeadm and kubectl against the loopback API server: wrappers
+    on PATH point the role's /etc/kubernetes/admin.conf at its kubeconfig.
+    """
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    admin = "--kubeconfig=/etc/kubernetes/admin.conf"
+    for tool in ("kubeadm", "kubectl"):
+        wrapper = bin_dir / tool
+        wrapper.write_text(
+            "#!/bin/sh\n"
+            "for a; do shift\n"
+            f'  [ "$a" = {admin} ] && a=--kubeconfig={control_plane.kubeconfig}\n'
+            '  set -- "$@" "$a"\n'
+            "done\n"
+            f'exec {control_plane.bin_dir / tool} "$@"\n'
+        )
+        wrapper.chmod(0o755)
+    described = yaml.safe_load((root / "roles/control_plane/vars/main.yml").read_text())
+
+    def kubeadm_token(*args: str) -> str:
+        argv = [str(control_plane.bin_dir / "kubeadm"), "token", *args]
+        argv.append(f"--kubeconfig={control_plane.kubeconfig}")
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+    def create(description: str) -> str:
+        return kubeadm_token("create", "--ttl=15m", "--description", description).strip()
+
+    def tokens() -> list[str]:
+        return sorted(kubeadm_token("list", "-o", "jsonpath={.token}{' '}").split())
+
+    init_token = create(described["control_plane_init_token_description"])
+    operators = create("an operator's, for a node added by hand")
+    assert tokens() == sorted([init_token, operators])
+    inv = _node_inventory(tmp_path, {"cp9": {"ansible_connection": "local"}})
+    book = _control_plane_book(root, "init-token", {"tasks_from": "init_token.yml"}, {})
+    try:
+        rc, out = _playbook(root, book, inv, bin_dir)
+        assert rc == 0, out[-3000:]
+        assert tokens() == [operators]
+        assert init_token.split(".")[1] not in out
+        rc, out = _playbook(root, book, inv, bin_dir)  # nothing left to delete
+        assert rc == 0, out[-3000:]
+        assert re.search(r"cp9 +: ok=\d+ +changed=0 ", out), out[-1500:]
+    finally:
+        book.unlink()
+    assert tokens() == [operators]

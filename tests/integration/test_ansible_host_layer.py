@@ -723,27 +723,11 @@ def test_worker_join_never_logs_its_token_and_deletes_it(
             ]
         )
     )
-    env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"))
-    env["PATH"] = f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     try:
-        proc = subprocess.run(
-            [
-                str(Path(sys.executable).parent / "ansible-playbook"),
-                "-vvv",
-                "-i",
-                str(inv),
-                str(book.relative_to(root)),
-            ],
-            cwd=root,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        rc, out = _playbook(root, book, inv, bin_dir, "-vvv")
     finally:
         book.unlink()
-    out = proc.stdout + proc.stderr
-    assert (proc.returncode == 0) == (join_rc == 0), out[-3000:]
+    assert (rc == 0) == (join_rc == 0), out[-3000:]
     assert TOKEN not in out, [line for line in out.splitlines() if TOKEN in line]
     assert TOKEN[:6] not in out
     lines = calls.read_text().splitlines()
